@@ -1,0 +1,190 @@
+"""tunelab settings: one module, configured by environment variables through strict helpers.
+
+Every variable is listed in the README's configuration table.
+"""
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# Runtime files (database, Redis data, model cache, run artifacts) live here, git-ignored.
+VAR_DIR = Path(env_str("TUNELAB_VAR_DIR", str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+DEBUG = env_bool("DJANGO_DEBUG", True)
+
+
+def _dev_secret_key() -> str:
+    """Generate the development key once into var/, so sessions survive restarts and no key is committed."""
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+if DEBUG:
+    SECRET_KEY = env_str("DJANGO_SECRET_KEY") or _dev_secret_key()
+    ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+else:
+    SECRET_KEY = env_str("DJANGO_SECRET_KEY", required=True)
+    ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", [])
+    if not ALLOWED_HOSTS:
+        raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must be set when DJANGO_DEBUG is false.")
+    SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_htmx",
+    "accounts",
+    "ops",
+    "quiz",
+    "labs",
+    "inference",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    # Static files are served by the ASGI app itself in both modes: no separate web server needed.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database: SQLite under var/ by default, Postgres (or any) via DATABASE_URL -------------
+_database_url = env_str("DATABASE_URL")
+if _database_url:
+    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=60)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "db.sqlite3",
+            "TEST": {"NAME": str(VAR_DIR / "test_db.sqlite3")},
+        }
+    }
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # The web server and the worker write to the same file: WAL lets readers go on while a
+    # worker writes, IMMEDIATE takes the write lock up front instead of failing mid-transaction.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+         "transaction_mode": "IMMEDIATE", "timeout": 30}
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "home"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"  # collectstatic target for production
+STATIC_ROOT.mkdir(exist_ok=True)
+WHITENOISE_USE_FINDERS = DEBUG  # no collectstatic needed in development
+MEDIA_ROOT = VAR_DIR / "media"
+
+# --- Redis: one server for the Celery broker and the Channels layer --------------------------
+# When REDIS_URL is unset, `make run` starts an embedded redis-server on this loopback port.
+REDIS_PORT = env_int("TUNELAB_REDIS_PORT", 6390, min_value=1, max_value=65535)
+REDIS_URL = env_str("REDIS_URL", f"redis://127.0.0.1:{REDIS_PORT}/0")
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "capacity": 500, "expiry": 30},
+    }
+}
+
+# --- Celery -----------------------------------------------------------------------------------
+RUN_TIME_LIMIT_S = env_int("TUNELAB_RUN_TIME_LIMIT", 3 * 3600, min_value=60)
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = None  # results live in the database, not in Celery
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "ops.tasks.ping": {"queue": "gpu"},
+    "labs.tasks.train_run": {"queue": "gpu"},
+}
+# A GPU job is redelivered if its worker dies mid-run (acks_late), one at a time (prefetch 1).
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = RUN_TIME_LIMIT_S + 300
+CELERY_TASK_SOFT_TIME_LIMIT = RUN_TIME_LIMIT_S
+# The visibility timeout must exceed the longest run, or Redis hands a running job to a second worker.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": RUN_TIME_LIMIT_S + 600}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ALWAYS_EAGER = env_bool("TUNELAB_CELERY_EAGER", False)
+CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# --- Product settings ------------------------------------------------------------------------
+# LLM judge / prompting baselines (any OpenAI-compatible server). Unset key = feature off.
+LLM_API_BASE_URL = env_str("TUNELAB_LLM_BASE_URL", "https://api.openai.com/v1")
+LLM_API_KEY = env_str("TUNELAB_LLM_API_KEY", "")
+LLM_MODEL = env_str("TUNELAB_LLM_MODEL", "gpt-4o-mini")
+LLM_TIMEOUT_S = env_float("TUNELAB_LLM_TIMEOUT", 20.0, min_value=0.1)
+LLM_PRICE_INPUT_PER_M = env_float("TUNELAB_LLM_PRICE_INPUT_PER_M", 0.15, min_value=0)
+LLM_PRICE_OUTPUT_PER_M = env_float("TUNELAB_LLM_PRICE_OUTPUT_PER_M", 0.60, min_value=0)
+JUDGE_RATE_PER_HOUR = env_int("TUNELAB_JUDGE_RATE_PER_HOUR", 60, min_value=1)
+
+MAX_ACTIVE_RUNS_PER_USER = env_int("TUNELAB_MAX_ACTIVE_RUNS", 2, min_value=1)
+RUN_HEARTBEAT_TIMEOUT_S = env_int("TUNELAB_HEARTBEAT_TIMEOUT", 120, min_value=10)
+CLASSIFIER_CACHE_SIZE = env_int("TUNELAB_CLASSIFIER_CACHE_SIZE", 2, min_value=1)
+API_RATE_PER_MINUTE = env_int("TUNELAB_API_RATE_PER_MINUTE", 120, min_value=1)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("TUNELAB_LOG_LEVEL", "INFO")},
+}

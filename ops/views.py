@@ -1,0 +1,37 @@
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
+
+from ops.access import get_ping_for_user
+from ops.health import health_report
+from ops.services import ping_launch
+
+
+def home(request):
+    return render(request, "ops/home.html")
+
+
+@never_cache
+def healthz(request):
+    healthy, checks = health_report()
+    return JsonResponse({"status": "ok" if healthy else "down", "checks": checks}, status=200 if healthy else 503)
+
+
+@staff_member_required
+def diagnostics(request):
+    return render(request, "ops/diagnostics.html")
+
+
+@staff_member_required
+@require_POST
+def ping_start(request):
+    job = ping_launch(user=request.user)
+    return redirect("ping-detail", pk=job.pk)
+
+
+@staff_member_required
+def ping_detail(request, pk: int):
+    job = get_ping_for_user(request.user, pk)
+    return render(request, "ops/ping.html", {"job": job})

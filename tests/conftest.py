@@ -1,0 +1,54 @@
+import os
+
+import pytest
+from django.contrib.auth import get_user_model
+
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM = "/usr/bin/chromium"
+PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture
+def owner(db):
+    return get_user_model().objects.create_user("owner", password=PASSWORD)
+
+
+@pytest.fixture
+def other_user(db):
+    return get_user_model().objects.create_user("intruder", password=PASSWORD)
+
+
+@pytest.fixture
+def staff_user(db):
+    return get_user_model().objects.create_user("curator", password=PASSWORD, is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def owner_client(client, owner):
+    client.force_login(owner)
+    return client
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium driven by Playwright; never a downloaded browser."""
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`.ci/run` does it).")
+    # Playwright's sync API runs an event loop in this thread; the tests' own ORM calls stay sync.
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    yield page
+    context.close()

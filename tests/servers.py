@@ -1,0 +1,102 @@
+"""Real servers for integration tests: Daphne (HTTP + websockets) and Celery workers.
+
+Each runs as a subprocess on 127.0.0.1 and a free port, against the test database file, and is
+stopped by the fixture that started it.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def subprocess_env(**extra: str) -> dict:
+    """The environment of a server under test: same Redis, and the test database file."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", DJANGO_SETTINGS_MODULE="config.settings")
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    env.update(extra)
+    return env
+
+
+def _stop(process: subprocess.Popen, timeout: float = 15) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, log_path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log_path.read_text()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server did not listen on {port}:\n{log_path.read_text()[-3000:]}")
+
+
+@contextmanager
+def daphne_server(tmp_path: Path, **env):
+    port = free_port()
+    log_path = tmp_path / f"daphne-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+            cwd=ROOT, env=subprocess_env(**env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        _wait_for_port(port, process, log_path)
+        yield f"127.0.0.1:{port}"
+    finally:
+        _stop(process)
+
+
+@contextmanager
+def celery_worker(tmp_path: Path, queues: str = "gpu,default", concurrency: int = 1, **env):
+    """A real worker process; yields (process, name) once it answers a control ping."""
+    from config.celery import app
+
+    name = f"test-{uuid.uuid4().hex[:8]}@127.0.0.1"
+    log_path = tmp_path / f"worker-{name.split('@')[0]}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues, "-c", str(concurrency),
+             "--max-tasks-per-child", "1", "-n", name, "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
+            cwd=ROOT, env=subprocess_env(**env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{log_path.read_text()[-3000:]}")
+            if app.control.ping(destination=[name], timeout=0.5):
+                break
+        else:
+            raise RuntimeError(f"worker {name} never answered:\n{log_path.read_text()[-3000:]}")
+        process.log_path = log_path
+        yield process, name
+    finally:
+        _stop(process, timeout=20)
