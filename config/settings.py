@@ -131,6 +131,8 @@ STATIC_ROOT = VAR_DIR / "staticfiles"  # collectstatic target for production
 STATIC_ROOT.mkdir(exist_ok=True)
 WHITENOISE_USE_FINDERS = DEBUG  # no collectstatic needed in development
 MEDIA_ROOT = VAR_DIR / "media"
+# Run artifacts (adapters, metrics); a shared volume when workers run on other hosts.
+ARTIFACTS_DIR = Path(env_str("TUNELAB_ARTIFACTS_DIR", str(VAR_DIR / "runs")))
 
 # --- Redis: one server for the Celery broker and the Channels layer --------------------------
 # When REDIS_URL is unset, `make run` starts an embedded redis-server on this loopback port.
