@@ -3,6 +3,7 @@
 Every variable is listed in the README's configuration table.
 """
 
+import os
 import secrets
 from pathlib import Path
 
@@ -98,7 +99,9 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "db.sqlite3",
-            "TEST": {"NAME": str(VAR_DIR / "test_db.sqlite3")},
+            # A file (not :memory:) so the servers a test starts see its data; one per pytest
+            # process so two suites running at once never share it.
+            "TEST": {"NAME": str(VAR_DIR / f"test_db_{os.getpid()}.sqlite3")},
         }
     }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
@@ -142,7 +145,11 @@ REDIS_URL = env_str("REDIS_URL", f"redis://127.0.0.1:{REDIS_PORT}/0")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 500, "expiry": 30},
+        # socket_timeout: redis-py 8 gives every read a 5 s timeout by default, exactly the time
+        # channels-redis blocks in BZPOPMIN waiting for a message, so a websocket with nothing to
+        # receive for 5 s died with "Timeout reading from redis" (close code 1011). Reads get
+        # longer than the blocking wait; a dead Redis still surfaces within 15 s.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "capacity": 500, "expiry": 30},
     }
 }
 
@@ -166,7 +173,11 @@ CELERY_TASK_SOFT_TIME_LIMIT = RUN_TIME_LIMIT_S
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": RUN_TIME_LIMIT_S + 600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("TUNELAB_CELERY_EAGER", False)
-CELERY_BEAT_SCHEDULE: dict = {}
+# The reaper marks runs whose worker stopped sending heartbeats as failed (default queue).
+RUN_REAPER_INTERVAL_S = env_int("TUNELAB_REAPER_INTERVAL", 30, min_value=1)
+CELERY_BEAT_SCHEDULE: dict = {
+    "labs-reap-stale-runs": {"task": "labs.tasks.reap_runs", "schedule": float(RUN_REAPER_INTERVAL_S)},
+}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Product settings ------------------------------------------------------------------------
@@ -181,8 +192,25 @@ JUDGE_RATE_PER_HOUR = env_int("TUNELAB_JUDGE_RATE_PER_HOUR", 60, min_value=1)
 
 MAX_ACTIVE_RUNS_PER_USER = env_int("TUNELAB_MAX_ACTIVE_RUNS", 2, min_value=1)
 RUN_HEARTBEAT_TIMEOUT_S = env_int("TUNELAB_HEARTBEAT_TIMEOUT", 120, min_value=10)
+# A training worker touches its run's heartbeat this often, from a thread, whatever the run is
+# doing (loading a model, a long step, evaluating); well under the timeout, or runs get reaped.
+RUN_HEARTBEAT_INTERVAL_S = env_float("TUNELAB_HEARTBEAT_INTERVAL", 10.0, min_value=0.1)
+if RUN_HEARTBEAT_INTERVAL_S * 3 > RUN_HEARTBEAT_TIMEOUT_S:
+    raise ImproperlyConfigured("TUNELAB_HEARTBEAT_INTERVAL must be at most a third of TUNELAB_HEARTBEAT_TIMEOUT.")
+# The tiny random test model is offered in the launch form only when this is on (tests).
+LABS_ALLOW_TEST_MODEL = env_bool("TUNELAB_ALLOW_TEST_MODEL", False)
 CLASSIFIER_CACHE_SIZE = env_int("TUNELAB_CLASSIFIER_CACHE_SIZE", 2, min_value=1)
 API_RATE_PER_MINUTE = env_int("TUNELAB_API_RATE_PER_MINUTE", 120, min_value=1)
+# Serving (inference app): texts per API request (more = 413), per playground submission,
+# reviews per forward pass, torch threads in a web process (0 = torch's default: all cores).
+API_MAX_TEXTS = env_int("TUNELAB_API_MAX_TEXTS", 64, min_value=1)
+PLAYGROUND_MAX_TEXTS = env_int("TUNELAB_PLAYGROUND_MAX_TEXTS", 500, min_value=1)
+INFERENCE_BATCH_SIZE = env_int("TUNELAB_INFERENCE_BATCH_SIZE", 32, min_value=1)
+INFERENCE_THREADS = env_int("TUNELAB_INFERENCE_THREADS", 0, min_value=0)
+# Prompting baselines: examples in the few-shot prompt (drawn from the train split, balanced
+# across labels) and LLM API calls in flight at once while evaluating.
+BASELINE_SHOTS = env_int("TUNELAB_BASELINE_SHOTS", 6, min_value=1, max_value=64)
+BASELINE_API_CONCURRENCY = env_int("TUNELAB_BASELINE_API_CONCURRENCY", 4, min_value=1, max_value=64)
 
 LOGGING = {
     "version": 1,

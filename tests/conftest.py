@@ -9,6 +9,18 @@ CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct-horse-battery-staple"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Run browser tests last: Playwright's sync API leaves an event loop running in the main
+    thread for the rest of the session, and asyncio.run() in later websocket tests would refuse."""
+    items.sort(key=lambda item: "browser" in getattr(item, "fixturenames", ()))
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Every user fixture hashes a password; the production hasher costs ~0.4 s each on this CPU."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def owner(db):
     return get_user_model().objects.create_user("owner", password=PASSWORD)

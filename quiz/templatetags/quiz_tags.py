@@ -1,0 +1,27 @@
+from django import template
+
+from quiz.rendering import render_markdown
+from quiz.vocab import topic_label as _topic_label
+
+register = template.Library()
+
+
+@register.filter
+def markdown(text: str):
+    """Sanitized HTML from markdown (see quiz.rendering)."""
+    return render_markdown(text)
+
+
+@register.filter
+def topic_label(topic: str) -> str:
+    return _topic_label(topic)
+
+
+@register.filter
+def percent(value) -> str:
+    return "–" if value is None else f"{round(float(value) * 100)}%"
+
+
+@register.filter
+def get_item(mapping, key):
+    return mapping.get(key) if mapping else None
