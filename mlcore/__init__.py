@@ -1,0 +1,26 @@
+"""tunelab's ML core: fine-tune a small instruct LLM with LoRA into a sentiment classifier.
+
+A plain Python package: it imports nothing from Django, so it can be tested and benchmarked on
+its own. The Django apps (labs, inference) and the management commands call into it.
+
+Modules, in the order data flows through them:
+    registry  base models by name, load_base(), pick_device()
+    data      bundled datasets, upload parsing, splits
+    prompt    THE prompt format (training, evaluation and serving all use it)
+    masking   tokenisation + label mask (only the assistant's answer is supervised)
+    train     TrainConfig and the training loop
+    classify  label scoring with a cached system-prompt prefix
+    metrics   accuracy, macro-F1, per-class scores, confusion matrix
+    evaluate  classifier + examples -> metrics and per-example predictions
+"""
+
+import os
+
+# Let idle OpenMP threads sleep instead of spin. torch's CPU kernels run on OpenMP threads that,
+# by default, busy-wait after every parallel region; on a machine whose cores are shared with
+# other processes (2 cores, a web server, tests, another training run) those spinning threads
+# steal the cores the working ones need. Measured here under load: one LoRA training step of
+# SmolLM2-135M took 48-67 s with the default policy and 5.5-6.5 s with PASSIVE. It must be set
+# before torch starts its thread pool, hence here, before any mlcore module imports torch;
+# an explicit OMP_WAIT_POLICY in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -1,0 +1,256 @@
+"""Classification by label scoring: one forward pass per batch, no text generation.
+
+The fine-tuned model answers with a label word, but we never let it generate: we run the
+prompt once and compare, at the last position, the scores of the label tokens only. That is
+what makes a small model usable as a classifier (zero-shot it rarely answers with a label word
+at all, yet the label-token logits still rank the labels) and it is several times faster than
+`generate()` + parsing the text.
+
+Speed, on a CPU where a forward pass costs time per token:
+- Every prompt starts with the same system turn (~40 tokens). Its key/value cache is computed
+  once per Classifier and reused for every batch, so each call only runs the review's tokens
+  and the few template tokens after it.
+- Left padding puts every row's last real token in the last column, so "the last position" is
+  one slice; lm_head is applied there only, and only to the label tokens' rows of it.
+- Labels that are a single token ("positive", "negative", "neutral", "mixed" for SmolLM2) need
+  nothing more. A label of several tokens is scored as a sequence (sum of its tokens'
+  log-probabilities), continuing from the cached prompt.
+
+The prefix cache snapshots the weights: build a new Classifier after changing them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .masking import prompt_and_answer_ids
+from .prompt import DEFAULT_MAX_TEXT_TOKENS, normalize_text, render_prompt, split_prompt, truncate_text
+
+_PROBE_TEXT = "The strap broke after two days, but the seller replaced it."
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probs: dict[str, float]  # softmax over the labels' scores, in label order
+    truncated: bool  # the review was cut to max_text_tokens
+
+
+def _unwrap(model):
+    """The causal-LM module under a peft wrapper (its LoRA layers are injected in place)."""
+    get_base_model = getattr(model, "get_base_model", None)
+    return get_base_model() if callable(get_base_model) and hasattr(model, "peft_config") else model
+
+
+class Classifier:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        labels,
+        *,
+        use_prefix_cache: bool = True,
+        max_text_tokens: int = DEFAULT_MAX_TEXT_TOKENS,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.labels = list(labels)
+        self.use_prefix_cache = use_prefix_cache
+        self.max_text_tokens = max_text_tokens
+        causal_lm = _unwrap(model)
+        self._config = causal_lm.config
+        self._body = causal_lm.get_decoder()  # the transformer up to the final norm
+        self._head = causal_lm.get_output_embeddings()  # lm_head
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+        # The template around the review: prompt = prefix + review + suffix. Tokenised apart,
+        # the pieces must give the tokens of the whole (ChatML puts special tokens at both
+        # seams, so they do); checked once here rather than trusted.
+        prefix, suffix = split_prompt(tokenizer, self.labels)
+        self._suffix = suffix
+        self._prefix_ids = self._tokenize([prefix])[0]
+        self._suffix_len = len(self._tokenize([suffix])[0])
+        whole = self._tokenize([render_prompt(tokenizer, _PROBE_TEXT, self.labels)])[0]
+        if whole != self._prefix_ids + self._tokenize([_PROBE_TEXT + suffix])[0]:
+            raise RuntimeError("this chat template cannot be split around the review text")
+
+        # Each label's answer tokens, exactly as training supervised them (without <|im_end|>).
+        self._label_seqs = [
+            prompt_and_answer_ids(tokenizer, _PROBE_TEXT, label, self.labels)[1][:-1] for label in self.labels
+        ]
+        if any(len(seq) == 0 for seq in self._label_seqs):
+            raise ValueError("a label must have at least one token")
+        self._single_token = all(len(seq) == 1 for seq in self._label_seqs)
+        self._first_ids = torch.tensor([seq[0] for seq in self._label_seqs])
+        self._prefix_kv = None  # computed on first use, on the model's device
+
+    # --- public ----------------------------------------------------------------------------
+
+    def predict(self, texts: list[str], batch_size: int = 32, max_text_tokens: int | None = None) -> list[Prediction]:
+        """One Prediction per text, in order."""
+        max_text_tokens = self.max_text_tokens if max_text_tokens is None else max_text_tokens
+        rows, truncated = self._encode(list(texts), max_text_tokens)
+        # Batch texts of similar length together: on a CPU a forward pass costs time per
+        # token, padding included, and one long review would otherwise pad its whole batch.
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        predictions: list[Prediction | None] = [None] * len(rows)
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                scores = self._score([rows[i] for i in batch]).float()
+                probs = torch.softmax(scores, dim=-1).tolist()
+                best = scores.argmax(dim=-1).tolist()
+                for i, row_probs, index in zip(batch, probs, best, strict=True):
+                    predictions[i] = Prediction(self.labels[index], dict(zip(self.labels, row_probs, strict=True)), truncated[i])
+        return predictions
+
+    def predict_one(self, text: str) -> Prediction:
+        return self.predict([text], batch_size=1)[0]
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    def _encode(self, texts: list[str], max_text_tokens: int) -> tuple[list[list[int]], list[bool]]:
+        """Token ids of review + suffix per text (the prefix is added by _score)."""
+        texts = [normalize_text(t) for t in texts]
+        rows = self._tokenize([t + self._suffix for t in texts])
+        truncated = [False] * len(rows)
+        for i, ids in enumerate(rows):
+            if len(ids) - self._suffix_len > max_text_tokens:  # rare: re-tokenise just this one
+                text, truncated[i] = truncate_text(self.tokenizer, texts[i], max_text_tokens)
+                rows[i] = self._tokenize([text + self._suffix])[0]
+        return rows, truncated
+
+    @property
+    def _device(self):
+        return self._head.weight.device
+
+    def _prefix_cache(self, batch: int):
+        from transformers import DynamicCache
+
+        if self._prefix_kv is None:
+            ids = torch.tensor([self._prefix_ids], device=self._device)
+            out = self._body(input_ids=ids, use_cache=True)
+            self._prefix_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        # expand() is a view; the cache copies once when it appends this batch's keys/values.
+        return DynamicCache(
+            ddp_cache_data=[(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in self._prefix_kv],
+            config=self._config,
+        )
+
+    def _score(self, rows: list[list[int]]) -> torch.Tensor:
+        """[batch, n_labels] scores; softmax over them gives the label probabilities."""
+        if self.use_prefix_cache:
+            cache = self._prefix_cache(len(rows))
+            prefix_len = len(self._prefix_ids)
+        else:
+            cache, prefix_len = None, 0
+            rows = [self._prefix_ids + row for row in rows]
+
+        # Left padding: [cached prefix][pads][review + suffix]; pads are masked out, and
+        # positions count real tokens only, so a padded row computes what it would alone.
+        width = max(map(len, rows))
+        input_ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), prefix_len + width), dtype=torch.long)
+        mask[:, :prefix_len] = 1
+        for i, row in enumerate(rows):
+            input_ids[i, width - len(row) :] = torch.tensor(row)
+            mask[i, prefix_len + width - len(row) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, prefix_len:]
+        input_ids, mask, positions = (t.to(self._device) for t in (input_ids, mask, positions))
+
+        out = self._body(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=not self._single_token,
+        )
+        last = out.last_hidden_state[:, -1]
+        if self._single_token:
+            # softmax over the label logits = the label-renormalised probabilities: the
+            # full-vocabulary normaliser cancels, so 3-4 rows of lm_head are all we need.
+            weight = self._head.weight[self._first_ids.to(self._device)]
+            return last.float() @ weight.float().T
+        return self._score_sequences(last, out.past_key_values, mask, positions[:, -1])
+
+    def _score_sequences(self, last, cache, mask, last_positions) -> torch.Tensor:
+        """Sum of log-probabilities of each label's tokens, continuing after the prompt."""
+        from transformers import DynamicCache
+
+        first = torch.log_softmax(self._head(last).float(), dim=-1)
+        kv = [(layer.keys, layer.values) for layer in cache.layers]
+        batch = last.shape[0]
+        scores = []
+        for seq in self._label_seqs:
+            score = first[:, seq[0]]
+            if len(seq) > 1:
+                # Feed the label's tokens but the last; their outputs predict tokens 2..n.
+                feed = torch.tensor(seq[:-1], device=self._device).expand(batch, -1)
+                steps = torch.arange(1, len(seq), device=self._device)
+                out = self._body(
+                    input_ids=feed,
+                    attention_mask=torch.cat([mask, torch.ones_like(feed)], dim=1),
+                    position_ids=last_positions[:, None] + steps,
+                    past_key_values=DynamicCache(ddp_cache_data=kv, config=self._config),
+                    use_cache=True,
+                )
+                logp = torch.log_softmax(self._head(out.last_hidden_state).float(), dim=-1)
+                targets = torch.tensor(seq[1:], device=self._device).expand(batch, -1)
+                score = score + logp.gather(-1, targets[..., None])[..., 0].sum(-1)
+            scores.append(score)
+        return torch.stack(scores, dim=-1)
+
+
+def read_labels(adapter_dir) -> list[str]:
+    import json
+
+    return json.loads((Path(adapter_dir) / "labels.json").read_text())
+
+
+def load_classifier(
+    base_name: str | None = None,
+    adapter_dir=None,
+    *,
+    merge: bool = True,
+    labels=None,
+    use_prefix_cache: bool = True,
+    device: str | None = None,
+) -> Classifier:
+    """A Classifier for a base model, optionally with a trained LoRA adapter, in eval mode.
+
+    base_name defaults to the one recorded in the adapter's train_config.json. With merge=True
+    the adapter is folded into the base weights (W + B·A·alpha/r): serving then costs exactly
+    what the base model costs. Labels default to the adapter's labels.json, else 3 labels.
+    """
+    import json
+
+    from .registry import DEFAULT_BASE_MODEL, load_base
+
+    if adapter_dir is not None:
+        adapter_dir = Path(adapter_dir)
+        if not (adapter_dir / "adapter_config.json").exists():
+            raise FileNotFoundError(f"{adapter_dir} holds no adapter (adapter_config.json is missing)")
+        config_file = adapter_dir / "train_config.json"
+        if base_name is None and config_file.exists():
+            base_name = json.loads(config_file.read_text())["base_model"]
+        if labels is None and (adapter_dir / "labels.json").exists():
+            labels = read_labels(adapter_dir)
+    model, tokenizer = load_base(base_name or DEFAULT_BASE_MODEL, device=device)
+    if adapter_dir is not None:
+        import warnings
+
+        from peft import PeftModel
+
+        # peft 0.21 still calls a transformers method deprecated in 5.x; the warning is not ours.
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        model = PeftModel.from_pretrained(model, adapter_dir)
+        if merge:
+            model = model.merge_and_unload()
+    model.eval()
+    return Classifier(model, tokenizer, labels or ["positive", "negative", "neutral"], use_prefix_cache=use_prefix_cache)

@@ -1,0 +1,220 @@
+"""The training loop, on the tiny model: it learns, is reproducible, reports, stops and resumes."""
+
+import json
+
+import pytest
+import torch
+
+from mlcore.data import Dataset
+from mlcore.masking import MaskingError, encode
+from mlcore.train import (
+    ConfigError,
+    TrainConfig,
+    build_model,
+    collate,
+    lr_factor,
+    select_examples,
+    shared_prefix,
+    supervised_loss,
+    train,
+)
+
+from .conftest import tiny_config
+
+
+def adapter_weights(out_dir):
+    from safetensors.torch import load_file
+
+    return load_file(out_dir / "adapter_model.safetensors")
+
+
+def test_the_tiny_model_loss_falls_over_a_few_steps(tmp_path, small_dataset):
+    events = []
+    # The same 16 examples in every step, at a constant learning rate: the loss must come down.
+    config = tiny_config(
+        train_limit=16, batch_size=16, epochs=6, learning_rate=2e-2, warmup_ratio=0.0, schedule="constant", eval_every=100
+    )
+    train(config, small_dataset, tmp_path, report=events.append)
+    losses = [e["loss"] for e in events if e["type"] == "step"]
+    assert len(losses) == 6
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:], strict=False)), losses
+    assert losses[-1] < losses[0] - 1.0
+
+
+def test_training_writes_the_adapter_with_its_config_labels_and_metrics(tiny_run):
+    result, _ = tiny_run
+    names = {p.name for p in result.out_dir.iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "train_config.json", "labels.json", "metrics.json"} <= names
+    assert "checkpoint" not in names  # finished runs leave nothing to resume
+    assert TrainConfig.from_dict(json.loads((result.out_dir / "train_config.json").read_text())) == tiny_config(max_steps=4)
+    assert json.loads((result.out_dir / "labels.json").read_text()) == ["positive", "negative", "neutral"]
+    metrics = json.loads((result.out_dir / "metrics.json").read_text())
+    assert metrics["test"]["n"] == 24 and metrics["test"]["labels"] == ["positive", "negative", "neutral"]
+
+
+def test_every_step_reports_progress_and_the_run_ends_with_done(tiny_run):
+    result, events = tiny_run
+    steps = [e for e in events if e["type"] == "step"]
+    assert [e["step"] for e in steps] == [1, 2, 3, 4]
+    keys = {"step", "total_steps", "epoch", "loss", "lr", "grad_norm", "samples_per_s", "tokens_per_s", "elapsed_s", "eta_s"}
+    assert all(keys <= set(e) for e in steps)
+    assert all(e["total_steps"] == 4 for e in steps)
+    assert [e["type"] for e in events[-2:]] == ["eval", "done"]
+    assert events[-1]["metrics"] == result.metrics and not events[-1]["cancelled"]
+
+
+def test_the_same_seed_gives_the_same_metrics_and_weights(tmp_path, small_dataset, tiny_run):
+    result, _ = tiny_run
+    again = train(tiny_config(max_steps=4), small_dataset, tmp_path)
+    assert again.metrics == result.metrics
+    first, second = adapter_weights(result.out_dir), adapter_weights(tmp_path)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_another_seed_gives_other_weights(tmp_path, small_dataset, tiny_run):
+    result, _ = tiny_run
+    train(tiny_config(max_steps=4, seed=1), small_dataset, tmp_path)
+    first, second = adapter_weights(result.out_dir), adapter_weights(tmp_path)
+    assert not all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_a_stopped_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path, small_dataset, tiny_run):
+    result, _ = tiny_run
+    seen = []
+
+    def stop_after_two(event):
+        seen.append(event)
+        return "stop" if event["type"] == "step" and event["step"] == 2 else None
+
+    stopped = train(tiny_config(max_steps=4), small_dataset, tmp_path, report=stop_after_two)
+    assert stopped.cancelled and stopped.steps == 2 and stopped.metrics is None
+    assert seen[-1] == {"type": "done", "cancelled": True, "metrics": None, "zero_shot": None, "steps": 2}
+    assert (tmp_path / "checkpoint" / "trainer_state.pt").exists()
+    assert not (tmp_path / "adapter_model.safetensors").exists()
+
+    resumed = train(tiny_config(max_steps=4), small_dataset, tmp_path, resume=True)
+    assert resumed.steps == 4 and not resumed.cancelled
+    first, second = adapter_weights(result.out_dir), adapter_weights(tmp_path)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert resumed.metrics == result.metrics
+
+
+def test_resuming_with_different_hyperparameters_is_refused(tmp_path, small_dataset):
+    train(tiny_config(max_steps=4), small_dataset, tmp_path, report=lambda e: e["type"] == "step")
+    with pytest.raises(ConfigError, match="learning_rate"):
+        train(tiny_config(max_steps=4, learning_rate=1e-3), small_dataset, tmp_path, resume=True)
+
+
+def test_gradient_accumulation_gives_the_gradient_of_one_big_batch(tmp_path, small_dataset):
+    # One step over the same 8 examples: as one batch of 8, or as 2 accumulated batches of 4.
+    runs = {}
+    for name, settings in {"big": dict(batch_size=8), "accumulated": dict(batch_size=4, grad_accum=2)}.items():
+        events = []
+        config = tiny_config(train_limit=8, max_steps=1, lora_dropout=0.0, **settings)
+        train(config, small_dataset, tmp_path / name, report=events.append)
+        runs[name] = events[0]
+    assert runs["accumulated"]["loss"] == pytest.approx(runs["big"]["loss"], rel=1e-5)
+    assert runs["accumulated"]["grad_norm"] == pytest.approx(runs["big"]["grad_norm"], rel=1e-4)
+
+
+def test_continuing_from_an_adapter_starts_from_its_weights(tmp_path, small_dataset, reviews_mixed, tiny_run):
+    result, _ = tiny_run
+    mixed = Dataset(
+        "small-mixed", reviews_mixed.labels, reviews_mixed.train[:24], reviews_mixed.validation[:8], reviews_mixed.test[:8]
+    )
+    continued = train(
+        tiny_config(max_steps=1, learning_rate=1e-9, continue_from=str(result.out_dir)), mixed, tmp_path
+    )
+    assert json.loads((tmp_path / "labels.json").read_text()) == ["positive", "negative", "neutral", "mixed"]
+    start, after = adapter_weights(result.out_dir), adapter_weights(tmp_path)
+    assert all(torch.allclose(start[k], after[k], atol=1e-6) for k in start)  # a 1e-9 step barely moves them
+    assert continued.metrics["labels"] == mixed.labels
+
+
+def test_loss_at_supervised_positions_equals_the_models_own_masked_loss(tokenizer, small_dataset):
+    from mlcore.registry import load_base
+
+    model, _ = load_base("tiny-test", device="cpu")
+    encoded = [encode(tokenizer, e, small_dataset.labels, max_length=256) for e in small_dataset.train[:6]]
+    input_ids, attention_mask, labels = collate(encoded, tokenizer.pad_token_id)
+    with torch.no_grad():
+        loss_sum, n = supervised_loss(model.model, model.lm_head, input_ids, attention_mask, labels)
+        reference = model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+    assert n == 12  # label + <|im_end|> for each of 6 examples
+    assert (loss_sum / n).item() == pytest.approx(reference.item(), rel=1e-5)
+
+
+def test_running_the_shared_system_prompt_once_per_batch_gives_the_same_loss_and_gradients(tokenizer, small_dataset):
+    model, _ = build_model(tiny_config())
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # B starts at 0, which would leave A without a gradient
+            torch.nn.init.normal_(param, std=0.05)
+    model.eval()  # dropout off: the two paths then compute the same function
+    causal_lm = model.get_base_model()
+    body, head = causal_lm.get_decoder(), causal_lm.get_output_embeddings()
+    encoded = [encode(tokenizer, e, small_dataset.labels, max_length=256) for e in small_dataset.train[:6]]
+    prefix = shared_prefix(tokenizer, small_dataset.labels, encoded, mask_prompt=True)
+    assert len(prefix) > 20 and not shared_prefix(tokenizer, small_dataset.labels, encoded, mask_prompt=False)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def loss_and_grads(**kwargs):
+        model.zero_grad()
+        loss, n = supervised_loss(body, head, *collate(encoded, tokenizer.pad_token_id, **kwargs.pop("collate", {})), **kwargs)
+        (loss / n).backward()
+        return (loss / n).item(), [p.grad.clone() for p in params]
+
+    plain_loss, plain_grads = loss_and_grads()
+    shared_loss, shared_grads = loss_and_grads(prefix=torch.tensor([prefix]), collate={"start": len(prefix)})
+    assert shared_loss == pytest.approx(plain_loss, rel=1e-6)
+    for a, b in zip(plain_grads, shared_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_a_dataset_that_would_be_fully_masked_is_refused(tmp_path, small_dataset):
+    with pytest.raises(MaskingError, match="train example 1: .*no supervised token"):
+        train(tiny_config(max_length=32), small_dataset, tmp_path)
+
+
+def test_a_dataset_label_outside_the_configured_labels_is_refused(tmp_path, small_dataset):
+    with pytest.raises(ConfigError, match="labels"):
+        train(tiny_config(labels=("positive", "negative")), small_dataset, tmp_path)
+
+
+def test_config_validation_names_every_bad_field():
+    config = TrainConfig(
+        base_model="gpt-9", lora_r=0, lora_dropout=1.0, learning_rate=-1, epochs=0, batch_size=True,
+        schedule="step", labels=("positive", "angry"), target_modules=("attn",), max_length=8,
+    )
+    with pytest.raises(ConfigError) as info:
+        config.validate()
+    errors = info.value.errors
+    assert set(errors) == {
+        "base_model", "lora_r", "lora_dropout", "learning_rate", "epochs", "batch_size", "schedule", "labels",
+        "target_modules", "max_length",
+    }
+    assert errors["lora_r"] == "must be a whole number from 1 to 256"
+    assert errors["lora_dropout"] == "must be a number in [0, 1)"
+    assert "'angry'" in errors["labels"]
+
+
+def test_the_default_config_is_valid_and_round_trips_through_a_dict():
+    config = TrainConfig()
+    config.validate()
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ConfigError, match="not a training setting"):
+        TrainConfig.from_dict({"learning_rat": 1e-3})
+
+
+def test_the_schedule_warms_up_then_decays_to_zero():
+    linear = [round(lr_factor(s, 10, 2, "linear"), 3) for s in range(10)]
+    assert linear == [0.333, 0.667, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125]
+    assert lr_factor(2, 10, 2, "cosine") == 1.0 and lr_factor(9, 10, 2, "cosine") < 0.05
+    assert lr_factor(7, 10, 2, "constant") == 1.0
+
+
+def test_a_train_limit_keeps_the_label_proportions(reviews):
+    subset = select_examples(reviews.train, 30, seed=0)
+    assert len(subset) == 30
+    assert {label: sum(e.label == label for e in subset) for label in reviews.labels} == {
+        "positive": 10, "negative": 10, "neutral": 10,
+    }
