@@ -1,0 +1,216 @@
+"""Training benchmark: our LoRA loop (mlcore.train) vs TRL's SFTTrainer, on this machine.
+
+    .venv/bin/pip install -r requirements-bench.txt      # trl==1.16.0 (make bench-train does it)
+    .venv/bin/python bench/train_bench.py --steps 40 --json var/bench/train.json
+
+Three trainers, each in its own subprocess (so peak RSS is per trainer), one after the other:
+- ours:          mlcore.train.train(): length-grouped batches padded to their longest, the
+                 shared system prompt run once per batch, lm_head only at supervised positions.
+- trl_default:   SFTTrainer as a user runs it: a prompt-completion dataset (TRL masks the
+                 prompt, completion_only_loss), batches padded to their longest, and TRL's
+                 defaults, which include gradient checkpointing.
+- trl_padded128: the same, with every batch padded to 128 tokens (pad_to_multiple_of=128; the
+                 3 training reviews over 128 tokens pad their batch to 256).
+
+Same for all three: base model (SmolLM2-135M-Instruct from our var/ cache), the bundled
+"reviews" train split, prompt (system + review, via the chat template), LoRA (r=16, alpha=32,
+dropout 0.05 on q/k/v/o), batch size 8, number of optimizer steps, seed, AdamW with the same
+learning rate, warmup and linear decay, clipping at 1.0, float32, torch threads and
+OMP_WAIT_POLICY (PASSIVE unless set: see mlcore/__init__.py). TRL's bf16 default is turned
+off: this CPU has no bf16 units and ours runs in float32, so both compute in the same
+precision. Every model is then scored by OUR classifier (label-token scoring) on the same test
+split, so macro-F1 compares what the training produced, not two scoring methods.
+
+samples/s counts training examples per second of the training loop (optimizer steps; model
+loading, dataset preparation and the final evaluation excluded). Peak RSS is the process's
+high-water mark at the end of training (model loading included, evaluation not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TRAINERS = ("ours", "trl_default", "trl_padded128")
+BATCH_SIZE = 8
+SEED = 0
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def bench_config(model: str, steps: int):
+    from mlcore.train import TrainConfig
+
+    # epochs only bounds the run; max_steps decides its length.
+    return TrainConfig(base_model=model, batch_size=BATCH_SIZE, max_steps=steps, epochs=100, seed=SEED, device="cpu")
+
+
+def run_ours(model: str, steps: int) -> dict:
+    from mlcore.data import Dataset, load_bundled
+    from mlcore.train import train
+
+    reviews = load_bundled("reviews")
+    # No validation split: periodic validation is not training time for anyone here.
+    dataset = Dataset(reviews.name, reviews.labels, reviews.train, [], reviews.test)
+    rss = {}
+
+    def report(event):
+        if event["type"] == "step" and event["step"] == event["total_steps"]:
+            rss["peak"] = peak_rss_mb()  # before the test evaluation
+
+    with tempfile.TemporaryDirectory() as out:
+        result = train(bench_config(model, steps), dataset, out, report=report)
+    return {"samples_per_s": result.samples_per_s, "peak_rss_mb": rss["peak"], "macro_f1": result.metrics["macro_f1"],
+            "accuracy": result.metrics["accuracy"], "steps": result.steps}
+
+
+def run_trl(model_name: str, steps: int, padded: bool) -> dict:
+    import warnings
+
+    from datasets import Dataset as HFDataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from mlcore.classify import Classifier
+    from mlcore.data import load_bundled
+    from mlcore.evaluate import evaluate
+    from mlcore.prompt import labels_system_prompt, normalize_text
+    from mlcore.registry import load_base
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    config = bench_config(model_name, steps)
+    reviews = load_bundled("reviews")
+    system = labels_system_prompt(reviews.labels)
+    # Prompt-completion format: TRL renders both with the chat template and masks the prompt.
+    rows = [
+        {
+            "prompt": [{"role": "system", "content": system}, {"role": "user", "content": normalize_text(e.text)}],
+            "completion": [{"role": "assistant", "content": e.label}],
+        }
+        for e in reviews.train
+    ]
+    model, tokenizer = load_base(model_name, device="cpu")
+    with tempfile.TemporaryDirectory() as out:
+        args = SFTConfig(
+            output_dir=out,
+            max_steps=steps,
+            per_device_train_batch_size=BATCH_SIZE,
+            learning_rate=config.learning_rate,
+            lr_scheduler_type="linear",
+            warmup_steps=int(config.warmup_ratio * steps),
+            max_grad_norm=config.max_grad_norm,
+            weight_decay=config.weight_decay,
+            max_length=config.max_length,
+            pad_to_multiple_of=128 if padded else None,
+            seed=SEED,
+            bf16=False,  # see the module docstring: same float32 precision as ours
+            use_cpu=True,
+            report_to="none",
+            save_strategy="no",
+            logging_steps=10,
+            disable_tqdm=True,
+        )
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=list(config.target_modules),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        trainer = SFTTrainer(
+            model=model, args=args, train_dataset=HFDataset.from_list(rows), processing_class=tokenizer, peft_config=lora
+        )
+        tick = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - tick
+        rss = peak_rss_mb()
+    trained = trainer.model
+    trained.eval()
+    test = evaluate(Classifier(trained, tokenizer, reviews.labels), reviews.test)["metrics"]
+    return {
+        "samples_per_s": steps * BATCH_SIZE / seconds,
+        "peak_rss_mb": rss,
+        "macro_f1": test["macro_f1"],
+        "accuracy": test["accuracy"],
+        "steps": trainer.state.global_step,
+        "gradient_checkpointing": bool(args.gradient_checkpointing),
+    }
+
+
+def worker(name: str, model: str, steps: int) -> dict:
+    import torch
+
+    result = run_ours(model, steps) if name == "ours" else run_trl(model, steps, padded=name == "trl_padded128")
+    return {**result, "torch_threads": torch.get_num_threads()}
+
+
+def run_all(model: str, steps: int) -> dict:
+    # The same OpenMP policy for every trainer (mlcore sets PASSIVE when it is imported first;
+    # the TRL workers import torch before mlcore, so set it for all of them here).
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    results = {}
+    for name in TRAINERS:
+        print(f"running {name} ({steps} steps) ...", file=sys.stderr, flush=True)
+        with tempfile.NamedTemporaryFile(suffix=".json") as f:
+            cmd = [sys.executable, __file__, "--worker", name, "--model", model, "--steps", str(steps), "--result", f.name]
+            subprocess.run(cmd, check=True, cwd=ROOT, env=env)
+            results[name] = json.loads(Path(f.name).read_text())
+    results["speedup_vs_default"] = results["ours"]["samples_per_s"] / results["trl_default"]["samples_per_s"]
+    results["speedup_vs_padded128"] = results["ours"]["samples_per_s"] / results["trl_padded128"]["samples_per_s"]
+    results["settings"] = {
+        "model": model, "steps": steps, "batch_size": BATCH_SIZE, "seed": SEED, "omp_wait_policy": env["OMP_WAIT_POLICY"],
+        "torch_threads": results["ours"].get("torch_threads"),
+    }
+    return results
+
+
+def print_table(r: dict) -> None:
+    s = r["settings"]
+    print(f"\n{s['model']}, {s['steps']} steps x batch {s['batch_size']}, seed {s['seed']}, float32 on CPU")
+    print(f"{'trainer':<40} {'samples/s':>9} {'peak RSS MB':>11} {'macro-F1':>8} {'speed ratio':>11}")
+    names = {
+        "ours": "ours (mlcore.train)",
+        "trl_default": "TRL SFTTrainer defaults (grad ckpt on)",
+        "trl_padded128": "TRL SFTTrainer, padded to 128",
+    }
+    for key in TRAINERS:
+        row = r[key]
+        ratio = r["ours"]["samples_per_s"] / row["samples_per_s"]
+        print(f"{names[key]:<40} {row['samples_per_s']:9.2f} {row['peak_rss_mb']:11.0f} {row['macro_f1']:8.3f} {ratio:10.2f}x")
+    print(f"ours is {r['speedup_vs_default']:.2f}x TRL defaults and {r['speedup_vs_padded128']:.2f}x TRL padded to 128")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per trainer (default 40)")
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="registry name of the base model")
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--worker", choices=TRAINERS, help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        Path(args.result).write_text(json.dumps(worker(args.worker, args.model, args.steps)))
+        return 0
+    results = run_all(args.model, args.steps)
+    print_table(results)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Serving: which model a request names, checking its input, classifying with a cached model.
+
+A request names a target: one of the learner's fine-tuned runs ("run": 12 / model "run-12"),
+or a base model by its registry name (zero-shot label scoring, the same prompt and scoring as
+the fine-tuned model, just without an adapter). Views and the API call only these functions.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.http import Http404
+
+from inference.serving import Loaded, classifiers
+
+ZERO_SHOT_LABELS = ("positive", "negative", "neutral")  # the bundled dataset's labels
+MAX_TEXT_CHARS = 20_000  # cut before tokenising: far past the token limit, and cheap to tokenise
+
+
+class InputError(Exception):
+    """The request cannot be served as sent; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, *, status: int = 400, code: str = "invalid_request", param: str | None = None,
+                 limit: int | None = None):
+        super().__init__(message)
+        self.message, self.status, self.code, self.param, self.limit = message, status, code, param, limit
+
+
+class ModelUnavailable(Exception):
+    """The target is known but its weights are not on this server (503)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A model that can serve: a run's adapter on its base model, or a base model alone."""
+
+    model_id: str  # the OpenAI-style name: "run-12" or the base model's registry name
+    title: str  # for people
+    base_model: str
+    adapter_dir: Path | None = None
+    labels: tuple[str, ...] | None = None
+    run_id: int | None = None
+    created: int = 0  # unix time, for /v1/models
+
+    @property
+    def cache_key(self) -> tuple:
+        return ("run", self.run_id, str(self.adapter_dir)) if self.run_id else ("base", self.base_model, self.labels)
+
+    @property
+    def is_zero_shot(self) -> bool:
+        return self.adapter_dir is None
+
+
+@dataclass
+class Classified:
+    predictions: list  # mlcore.classify.Prediction, in input order
+    latency_ms: float
+    loaded: Loaded
+
+
+# --- which model ---------------------------------------------------------------------------
+
+
+def base_model_names() -> list[str]:
+    """Base models this server offers for zero-shot classification, default first."""
+    from mlcore.registry import user_models
+
+    names = [spec.name for spec in user_models()]
+    if settings.LABS_ALLOW_TEST_MODEL:  # the tiny random model, for tests only
+        names.append("tiny-test")
+    return names
+
+
+def run_model_id(run_id: int) -> str:
+    return f"run-{run_id}"
+
+
+def target_for_run(user, run_id) -> Target:
+    """The run's adapter if `user` may see the run and it finished training; else Http404.
+
+    Unknown, unfinished, failed and other people's private runs all answer the same 404.
+    """
+    from labs.access import get_run_for_user
+
+    run = get_run_for_user(user, run_id)
+    if not run.has_adapter:
+        raise Http404(f"Run {run.pk} has no trained adapter to serve (it is {run.get_status_display()}"
+                      f"{', a few-shot prompting run' if run.mode == run.Mode.FEWSHOT else ''}).")
+    adapter_dir = Path(run.artifact_dir)
+    if not (adapter_dir / "adapter_config.json").exists():
+        raise Http404(f"The adapter files of run {run.pk} are missing from the artifacts storage.")
+    return _run_target(run)
+
+
+def target_for_base(name: str, labels=None) -> Target:
+    from mlcore.data import LABEL_ORDER
+    from mlcore.registry import get_spec
+
+    if name not in base_model_names():
+        raise Http404(f"No model named {name!r}. Use a base model ({', '.join(base_model_names())}) "
+                      "or one of your runs, e.g. run-12.")
+    if labels is not None:
+        if (not isinstance(labels, list) or len(labels) < 2 or len(set(labels)) != len(labels)
+                or any(label not in LABEL_ORDER for label in labels)):
+            raise InputError(f"labels must be a list of at least two different labels from {', '.join(LABEL_ORDER)}",
+                             param="labels")
+    labels = tuple(labels or ZERO_SHOT_LABELS)
+    return Target(model_id=name, title=f"{get_spec(name).label} (zero-shot)", base_model=name, labels=labels)
+
+
+def target_for_model_id(user, model_id) -> Target:
+    """An OpenAI-style model name: "run-12" (or "run12") for a run, else a base model name."""
+    if not isinstance(model_id, str) or not model_id:
+        raise InputError("model is required: a run (e.g. run-12) or a base model name", param="model")
+    if model_id.startswith("run"):
+        number = model_id[3:].lstrip("-_:")
+        if number.isdigit():
+            return target_for_run(user, int(number))
+    return target_for_base(model_id)
+
+
+def targets_for_user(user) -> list[Target]:
+    """What `user` can classify with: their servable runs (newest first), then base models."""
+    from labs.models import Run
+
+    runs = (Run.objects.visible_to(user).filter(status=Run.Status.SUCCEEDED, mode=Run.Mode.FINETUNE)
+            .select_related("lab").order_by("-created_at"))
+    if not user.is_staff:
+        runs = runs.filter(owner=user)  # staff may serve any run by id, but the list shows their own
+    return [_run_target(run) for run in runs[:100]] + [target_for_base(name) for name in base_model_names()]
+
+
+def _run_target(run) -> Target:
+    title = " · ".join([f"Run {run.pk}", *([run.lab.title] if run.lab else []), *([run.label] if run.label else [])])
+    return Target(model_id=run_model_id(run.pk), title=title, base_model=run.config.get("base_model", ""),
+                  adapter_dir=Path(run.artifact_dir), run_id=run.pk, created=int(run.created_at.timestamp()))
+
+
+# --- checking input ------------------------------------------------------------------------
+
+
+def clean_texts(texts, *, limit: int) -> list[str]:
+    """The texts of a request, or InputError: 400 for a malformed or empty one, 413 for too many."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, list) or not texts:
+        raise InputError("texts must be a non-empty list of strings", param="texts")
+    if len(texts) > limit:
+        raise InputError(f"Too many texts: {len(texts)} in one request; the limit is {limit}.", status=413,
+                         code="too_many_texts", param="texts", limit=limit)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InputError(f"texts[{i}] must be a string", param="texts")
+        if not text.strip():
+            raise InputError(f"texts[{i}] is empty: give the review text to classify" if len(texts) > 1
+                             else "The text is empty: give the review text to classify.", param="texts", code="empty_text")
+    return texts
+
+
+# --- classifying ---------------------------------------------------------------------------
+
+_threads_lock = threading.Lock()
+_threads_set = False
+
+
+def _set_threads() -> None:
+    """Apply INFERENCE_THREADS once per process, before the first model loads."""
+    global _threads_set
+    with _threads_lock:
+        if not _threads_set and settings.INFERENCE_THREADS:
+            import torch
+
+            torch.set_num_threads(settings.INFERENCE_THREADS)
+        _threads_set = True
+
+
+def _load(target: Target):
+    from mlcore.classify import load_classifier
+    from mlcore.registry import ModelNotAvailable
+
+    _set_threads()
+    try:
+        classifier = load_classifier(target.base_model, target.adapter_dir, merge=True,
+                                     labels=list(target.labels) if target.labels else None)
+    except ModelNotAvailable as exc:
+        raise ModelUnavailable(str(exc)) from exc
+    classifier.predict(["Warm-up."], batch_size=1)  # builds the prefix cache now, not in a request
+    return classifier
+
+
+def loaded_classifier(target: Target) -> Loaded:
+    """The target's classifier from this process's cache, loading it on first use."""
+    return classifiers.get(target.cache_key, lambda: _load(target))
+
+
+def classify(*, target: Target, texts: list[str]) -> Classified:
+    """Predictions for already-checked texts. Latency is the whole call: queueing, and the
+    model load when this is the first request for the target in this process."""
+    tick = time.perf_counter()
+    texts = [text[:MAX_TEXT_CHARS] if len(text) > MAX_TEXT_CHARS else text for text in texts]
+    cut = [len(text) >= MAX_TEXT_CHARS for text in texts]
+    loaded = loaded_classifier(target)
+    predictions = loaded.predict(texts, batch_size=settings.INFERENCE_BATCH_SIZE)
+    if any(cut):
+        from dataclasses import replace
+
+        predictions = [replace(p, truncated=True) if c else p for p, c in zip(predictions, cut, strict=True)]
+    return Classified(predictions, (time.perf_counter() - tick) * 1000, loaded)
+
+
+def prediction_json(prediction) -> dict:
+    return {"label": prediction.label, "probs": prediction.probs, "truncated": prediction.truncated}
+
+
+def usage(loaded: Loaded, text: str, label: str) -> dict:
+    """OpenAI-style token usage of one classification: the whole templated prompt the model
+    reads, and the label's tokens as the completion (it is what the answer holds)."""
+    from mlcore.prompt import DEFAULT_MAX_TEXT_TOKENS, render_prompt, truncate_text
+
+    classifier = loaded.classifier
+    tokenizer = classifier.tokenizer
+    max_tokens = getattr(classifier, "max_text_tokens", DEFAULT_MAX_TEXT_TOKENS)
+    text, _ = truncate_text(tokenizer, text[:MAX_TEXT_CHARS], max_tokens)
+    prompt = len(tokenizer(render_prompt(tokenizer, text, classifier.labels), add_special_tokens=False)["input_ids"])
+    completion = len(tokenizer(label, add_special_tokens=False)["input_ids"])
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}

@@ -1,0 +1,149 @@
+"""Loaded classifiers, kept in a small per-process LRU cache for serving.
+
+Loading a model (base weights + adapter, merged) takes a second or more and ~0.5 GB of memory
+for SmolLM2-135M, so it happens once per model per web process, on first use: never at import
+time (a Celery parent or a management command must not pay for it) and never per request.
+
+Thread safety under the ASGI server (sync views run in a thread pool):
+- one lock guards the cache's bookkeeping (lookup, insert, evict); it is never held while a
+  model loads, so a request for a cached model is not stuck behind another model's load;
+- one lock per key while it loads: concurrent first requests for the same model load it once;
+- one lock per loaded classifier around predict(): torch on a CPU already uses every core for
+  one forward pass, so two at once would only fight over them (and the classifier builds its
+  prefix cache lazily, which must not race).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+
+class _Job:
+    __slots__ = ("texts", "result", "error", "done")
+
+    def __init__(self, texts: list[str]):
+        self.texts, self.result, self.error, self.done = texts, None, None, False
+
+
+@dataclass
+class Loaded:
+    """A classifier ready to serve.
+
+    predict() runs one forward pass at a time, and combines the requests that queued up while
+    one was running into the next pass (up to `max_batch` texts): eight clients sending one
+    review each then cost one batched pass instead of eight, which is most of the API's
+    throughput under concurrency on a CPU. A request's predictions do not depend on what it
+    was batched with (left padding is masked out; the tests check it).
+    """
+
+    key: Hashable
+    classifier: object  # mlcore.classify.Classifier
+    load_s: float
+    max_batch: int = 64
+    lock: threading.Lock = field(default_factory=threading.Lock)  # held during a forward pass
+    _pending: list = field(default_factory=list)
+    _pending_lock: threading.Lock = field(default_factory=threading.Lock)
+    forward_calls: int = 0  # batches run, for tests and logs
+
+    @property
+    def labels(self) -> list[str]:
+        return self.classifier.labels
+
+    def predict(self, texts: list[str], *, batch_size: int = 32):
+        job = _Job(list(texts))
+        with self._pending_lock:
+            self._pending.append(job)
+        with self.lock:
+            # Whoever holds the lock serves the queue in arrival order until its own job is
+            # done; a job served by an earlier holder is already done when its thread gets here.
+            while not job.done:
+                with self._pending_lock:
+                    batch, total = [], 0
+                    while self._pending and (not batch or total + len(self._pending[0].texts) <= self.max_batch):
+                        batch.append(self._pending.pop(0))
+                        total += len(batch[-1].texts)
+                self._run(batch, batch_size)
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _run(self, batch: list[_Job], batch_size: int) -> None:
+        texts = [text for job in batch for text in job.texts]
+        try:
+            predictions = self.classifier.predict(texts, batch_size=batch_size)
+            self.forward_calls += 1
+        except Exception as exc:  # every request in the pass gets the error, not just the runner
+            for job in batch:
+                job.error, job.done = exc, True
+            return
+        start = 0
+        for job in batch:
+            job.result, start = predictions[start : start + len(job.texts)], start + len(job.texts)
+            job.done = True
+
+
+class ClassifierCache:
+    def __init__(self, size: int | Callable[[], int]):
+        self._size = size
+        self._entries: OrderedDict[Hashable, Loaded] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[Hashable, threading.Lock] = {}
+        self.loads = 0  # models loaded by this process: tests check nothing reloads per request
+
+    @property
+    def size(self) -> int:
+        return self._size() if callable(self._size) else self._size
+
+    def get(self, key: Hashable, load: Callable[[], object]) -> Loaded:
+        """The cached classifier for `key`, calling load() to build it on a miss."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                return entry
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:  # another thread may have loaded it while we waited
+                entry = self._entries.get(key)
+                if entry is not None:
+                    self._entries.move_to_end(key)
+                    return entry
+            tick = time.perf_counter()
+            classifier = load()
+            entry = Loaded(key, classifier, time.perf_counter() - tick)
+            with self._lock:
+                self._entries[key] = entry
+                self._entries.move_to_end(key)
+                while len(self._entries) > max(1, self.size):
+                    evicted, _ = self._entries.popitem(last=False)
+                    logger.info("classifier cache: evicted %s", evicted)
+                self._loading.pop(key, None)
+                self.loads += 1
+            logger.info("classifier cache: loaded %s in %.1f s", key, entry.load_s)
+            return entry
+
+    def keys(self) -> list[Hashable]:
+        with self._lock:
+            return list(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.loads = 0
+
+
+def _settings_size() -> int:
+    from django.conf import settings
+
+    return settings.CLASSIFIER_CACHE_SIZE
+
+
+# The web process's cache. Its size is read from settings at each insert (tests override it).
+classifiers = ClassifierCache(_settings_size)

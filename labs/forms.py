@@ -1,0 +1,150 @@
+from django import forms
+from django.conf import settings
+
+from labs.models import DatasetUpload, Lab, Run
+
+# The form's fields carry TrainConfig's names, so ConfigError messages land on the right field.
+CONFIG_FIELDS = (
+    "base_model", "dataset", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "learning_rate", "epochs",
+    "batch_size", "grad_accum", "warmup_ratio", "schedule", "max_length", "mask_prompt", "seed", "train_limit",
+    "eval_every",
+)
+
+
+def base_model_choices() -> list[tuple[str, str]]:
+    from mlcore.registry import BASE_MODELS, user_models
+
+    specs = list(user_models())
+    if settings.LABS_ALLOW_TEST_MODEL:  # the tiny random model: tests only, never a learner's choice
+        specs += [spec for spec in BASE_MODELS.values() if not spec.user_visible]
+    return [(spec.name, spec.label) for spec in specs]
+
+
+def dataset_choices(user) -> list[tuple[str, str]]:
+    from mlcore.data import BUNDLED
+
+    uploads = DatasetUpload.objects.all() if user.is_staff else DatasetUpload.objects.filter(owner=user)
+    return [(name, f"{name}: {description}") for name, description in BUNDLED.items()] + [
+        (upload.dataset_key, f"your upload: {upload}") for upload in uploads.order_by("-created_at")[:50]
+    ]
+
+
+class RunForm(forms.Form):
+    base_model = forms.ChoiceField(label="Base model")
+    dataset = forms.ChoiceField(label="Dataset")
+    upload = forms.FileField(
+        required=False, label="…or upload a dataset",
+        help_text='JSONL, one {"text": ..., "label": ...} per line, or CSV with a header row text,label. '
+        "Labels: positive, negative, neutral, mixed. Split 65/12/23 into train/validation/test.",
+    )
+    lora_r = forms.IntegerField(label="LoRA rank r")
+    lora_alpha = forms.IntegerField(label="LoRA alpha", help_text="The update is scaled by alpha / r.")
+    lora_dropout = forms.FloatField(label="LoRA dropout")
+    target_modules = forms.MultipleChoiceField(label="Target modules", widget=forms.CheckboxSelectMultiple)
+    learning_rate = forms.FloatField(label="Learning rate", widget=forms.NumberInput(attrs={"step": "any"}))
+    epochs = forms.IntegerField()
+    batch_size = forms.IntegerField(label="Batch size")
+    grad_accum = forms.IntegerField(label="Gradient accumulation", help_text="Batches per optimizer step.")
+    warmup_ratio = forms.FloatField(label="Warmup ratio", widget=forms.NumberInput(attrs={"step": "any"}))
+    schedule = forms.ChoiceField(label="Learning-rate schedule")
+    max_length = forms.IntegerField(label="Max length (tokens)")
+    mask_prompt = forms.BooleanField(required=False, label="Label masking (supervise only the answer)")
+    seed = forms.IntegerField()
+    train_limit = forms.IntegerField(required=False, label="Training examples", help_text="Empty = all of them.")
+    eval_every = forms.IntegerField(label="Validate every N steps", help_text="0 = at the end of each epoch.")
+    continue_from = forms.ModelChoiceField(
+        queryset=Run.objects.none(), required=False, label="Continue from",
+        empty_label="a fresh LoRA adapter", help_text="Train further one of your finished adapters.",
+    )
+
+    def __init__(self, *args, user, lab: Lab, multi_run: bool = False, **kwargs):
+        from mlcore.train import LORA_TARGETS, SCHEDULES
+
+        super().__init__(*args, **kwargs)
+        self.user, self.lab, self.multi_run = user, lab, multi_run
+        self.fields["base_model"].choices = base_model_choices()
+        self.fields["dataset"].choices = dataset_choices(user)
+        self.fields["target_modules"].choices = [(name, name) for name in LORA_TARGETS]
+        self.fields["schedule"].choices = [(name, name) for name in SCHEDULES]
+        if multi_run:
+            del self.fields["continue_from"]
+            # What every run of the lab sets itself is shown, not edited.
+            for name in self.swept_fields:
+                if name in self.fields:
+                    self.fields[name].disabled = True
+                    self.fields[name].help_text = "Set by each run of this lab (see the table below)."
+        else:
+            self.fields["continue_from"].queryset = (
+                Run.objects.visible_to(user).filter(status=Run.Status.SUCCEEDED, mode=Run.Mode.FINETUNE).order_by("-pk")
+            )
+
+    @property
+    def swept_fields(self) -> set[str]:
+        overrides = [set(v.get("overrides") or {}) for v in self.lab.variants]
+        return set.intersection(*overrides) if overrides else set()
+
+    def clean_upload(self):
+        from mlcore.data import MAX_UPLOAD_BYTES, DatasetError, parse_upload
+
+        upload = self.cleaned_data.get("upload")
+        if not upload:
+            return None
+        if upload.size > MAX_UPLOAD_BYTES:  # refuse before reading a huge file into memory
+            raise forms.ValidationError(
+                f"{upload.name}: the file is {upload.size:,} bytes; the limit is {MAX_UPLOAD_BYTES:,} bytes."
+            )
+        try:
+            self.upload_examples = parse_upload(upload.read(), upload.name)
+        except DatasetError as exc:
+            where = f"{upload.name}, line {exc.line}: " if exc.line is not None else f"{upload.name}: "
+            raise forms.ValidationError(where + exc.message) from None
+        return upload
+
+    def clean(self):
+        from labs.services import build_config
+        from mlcore.train import ConfigError, TrainConfig
+
+        cleaned = super().clean()
+        defaults = TrainConfig().to_dict()
+        # A field that did not parse already has its message; check the others against
+        # TrainConfig.validate() anyway, so every out-of-range value is reported in one go.
+        values = {name: cleaned[name] if name in cleaned else defaults[name] for name in CONFIG_FIELDS}
+        values["target_modules"] = tuple(values["target_modules"] or ())
+        if cleaned.get("upload"):
+            values["dataset"] = "upload"  # the real key exists once the upload is saved
+        parent = cleaned.get("continue_from")
+        if parent and parent.config.get("base_model") != values["base_model"]:
+            self.add_error("continue_from", f"Run {parent.pk} adapts {parent.config.get('base_model')}; choose that base model.")
+        variants = self.lab.variants if self.multi_run else [{"label": "", "overrides": {}}]
+        for variant in variants:
+            try:
+                build_config({**values, **(variant.get("overrides") or {})})
+            except ConfigError as exc:
+                for name, message in exc.errors.items():
+                    if name in self.errors:
+                        continue
+                    message = _sentence(name, message)
+                    self.add_error(name if name in self.fields else None,
+                                   f"{variant['label']}: {message}" if variant["label"] else message)
+        self.config = values
+        return cleaned
+
+    @property
+    def dataset_upload(self) -> DatasetUpload | None:
+        """The existing upload chosen as dataset (a new file is saved by the view)."""
+        key = self.cleaned_data.get("dataset", "")
+        if self.cleaned_data.get("upload") or not key.startswith("upload:"):
+            return None
+        uploads = DatasetUpload.objects.all() if self.user.is_staff else DatasetUpload.objects.filter(owner=self.user)
+        return uploads.get(pk=int(key.split(":", 1)[1]))
+
+
+def _sentence(name: str, message: str) -> str:
+    """ConfigError says "must be ..."; a form error reads better with the field's name."""
+    return f"{name.replace('_', ' ').capitalize()} {message}."
+
+
+def initial_from_config(config: dict) -> dict:
+    initial = {name: config.get(name) for name in CONFIG_FIELDS}
+    initial["target_modules"] = list(config.get("target_modules") or [])
+    return initial

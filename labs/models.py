@@ -1,0 +1,202 @@
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+
+class Lab(models.Model):
+    """One lab of the catalog. The files under labs/catalog/ are the source; `load_labs` syncs them here."""
+
+    slug = models.SlugField(unique=True)
+    title = models.CharField(max_length=200)
+    order = models.PositiveSmallIntegerField(default=100)
+    summary = models.CharField(max_length=300, blank=True)
+    goal = models.TextField()
+    body_html = models.TextField(blank=True)  # the instructions, markdown rendered and sanitized
+    questions = models.JSONField(default=list, blank=True)  # question slugs named by the lab file
+    preset = models.JSONField(default=dict)  # TrainConfig fields the launch form starts from
+    # Multi-run labs: [{"key", "label", "overrides": {...}, "mode", "shots", "continue_from": key}].
+    variants = models.JSONField(default=list, blank=True)
+    sweep = models.CharField(max_length=50, blank=True)  # config field a sweep varies (metric-vs-value chart)
+    is_active = models.BooleanField(default=True)  # false once its file is gone (its runs stay)
+
+    class Meta:
+        ordering = ["order", "slug"]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def get_absolute_url(self) -> str:
+        return reverse("labs:lab", args=[self.slug])
+
+    @property
+    def is_multi_run(self) -> bool:
+        return bool(self.variants)
+
+
+class DatasetUpload(models.Model):
+    """A learner's labelled examples, validated by mlcore.data.parse_upload and kept in the DB so
+    a worker on another host can read them."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="dataset_uploads")
+    filename = models.CharField(max_length=255)
+    examples = models.JSONField()  # [{"text", "label"}]
+    labels = models.JSONField()  # distinct labels, in mlcore's label order
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.filename} ({len(self.examples)} examples)"
+
+    @property
+    def dataset_key(self) -> str:
+        return f"upload:{self.pk}"
+
+
+class RunQuerySet(models.QuerySet):
+    def visible_to(self, user):
+        """Runs `user` may see: their own; staff see every run."""
+        if not user.is_authenticated:
+            return self.none()
+        return self if user.is_staff else self.filter(owner=user)
+
+    def active(self):
+        return self.filter(status__in=Run.ACTIVE)
+
+
+class RunGroup(models.Model):
+    """The runs of one multi-run lab launch (a sweep or an A/B), compared together."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="run_groups")
+    lab = models.ForeignKey(Lab, null=True, blank=True, on_delete=models.SET_NULL, related_name="groups")
+    title = models.CharField(max_length=200)
+    sweep = models.CharField(max_length=50, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"group {self.pk}: {self.title}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("labs:group", args=[self.pk])
+
+
+class Run(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    class Mode(models.TextChoices):
+        FINETUNE = "finetune", "fine-tune (LoRA)"
+        FEWSHOT = "fewshot", "few-shot prompting (no training)"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="runs")
+    lab = models.ForeignKey(Lab, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    group = models.ForeignKey(RunGroup, null=True, blank=True, on_delete=models.CASCADE, related_name="runs")
+    label = models.CharField(max_length=200, blank=True)  # the variant's name inside its group
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.FINETUNE)
+    shots = models.PositiveSmallIntegerField(default=0)  # few-shot mode: examples put in the prompt
+    config = models.JSONField()  # TrainConfig.to_dict() snapshot (continue_from is resolved by the worker)
+    upload = models.ForeignKey(DatasetUpload, null=True, blank=True, on_delete=models.PROTECT, related_name="runs")
+    # Continue training this run's adapter; inside a group, the worker is sent the run only once
+    # the run it continues from has succeeded.
+    continue_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="continuations"
+    )
+    cloned_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="clones")
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker_host = models.CharField(max_length=255, blank=True)
+    celery_task_id = models.CharField(max_length=255, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    last_seq = models.PositiveIntegerField(default=0)  # seq of the newest RunEvent; bumped under a row lock
+
+    # Results, written once by the worker when the run succeeds.
+    metrics = models.JSONField(null=True, blank=True)  # {"test", "zero_shot", "validation", "train"}
+    predictions = models.JSONField(default=list, blank=True)  # per test example
+    token_view = models.JSONField(default=list, blank=True)  # one training example, token by token
+
+    objects = RunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["status", "heartbeat_at"], name="labs_run_status_heartbeat"),
+            models.Index(fields=["owner", "status"], name="labs_run_owner_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} ({self.status})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("labs:run", args=[self.pk])
+
+    @property
+    def group_name(self) -> str:
+        """The Channels group live notifications of this run go to."""
+        return f"run.{self.pk}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def artifact_dir(self):
+        """Adapter, config and metrics files. Derived from the pk, not stored: every host mounts
+        the shared artifacts volume at its own ARTIFACTS_DIR."""
+        return settings.ARTIFACTS_DIR / f"run-{self.pk}"
+
+    @property
+    def has_adapter(self) -> bool:
+        return self.status == self.Status.SUCCEEDED and self.mode == self.Mode.FINETUNE
+
+    @property
+    def dataset_label(self) -> str:
+        return self.upload.filename if self.upload_id else self.config.get("dataset", "")
+
+    @property
+    def test_metrics(self) -> dict | None:
+        return (self.metrics or {}).get("test")
+
+    @property
+    def zero_shot_metrics(self) -> dict | None:
+        return (self.metrics or {}).get("zero_shot")
+
+    def events_after(self, seq: int) -> list[dict]:
+        """Events with a sequence number above `seq`, in order, as the browser receives them."""
+        return [event.as_message() for event in self.events.filter(seq__gt=seq).order_by("seq")]
+
+
+class RunEvent(models.Model):
+    """One numbered progress event. Written before any broadcast: the DB is what browsers replay."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    type = models.CharField(max_length=16)  # status | log | step | eval | done
+    payload = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="labs_runevent_run_seq")]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} #{self.seq} {self.type}"
+
+    def as_message(self) -> dict:
+        return {**self.payload, "type": self.type, "seq": self.seq, "t": self.created_at.isoformat()}

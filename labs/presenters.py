@@ -1,0 +1,233 @@
+"""What the labs pages show, computed from the rows: kept out of the views so each view stays
+parse -> authorize -> call -> render."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import zipfile
+
+from django.apps import apps
+from django.db import DatabaseError
+from django.db.models import Q
+from django.template.loader import select_template
+
+from labs.models import Lab, Run
+
+LOG_TAIL = 40
+# Files of a run's artifact folder that make up the downloadable adapter.
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "train_config.json", "labels.json", "metrics.json")
+FIELD_LABELS = {
+    "base_model": "base model", "dataset": "dataset", "lora_r": "LoRA r", "lora_alpha": "LoRA alpha",
+    "lora_dropout": "LoRA dropout", "target_modules": "target modules", "learning_rate": "learning rate",
+    "epochs": "epochs", "batch_size": "batch size", "grad_accum": "gradient accumulation",
+    "warmup_ratio": "warmup ratio", "schedule": "schedule", "max_length": "max length",
+    "mask_prompt": "label masking", "seed": "seed", "train_limit": "training examples", "eval_every": "validate every",
+    "mode": "mode", "shots": "few-shot examples", "continue_from": "continues run",
+}
+HIDDEN_FIELDS = {"zero_shot", "device", "continue_from", "eval_batch_size", "checkpoint_every", "labels",
+                 "max_steps", "max_grad_norm", "weight_decay"}
+
+
+# --- labs ------------------------------------------------------------------------------------
+
+
+def lab_questions(lab: Lab) -> list[dict]:
+    """The questions this lab answers: those the lab file names, then every question whose
+    `lab:` is this lab. Empty when the quiz app (or its tables) is not there."""
+    found: dict[str, dict] = {}
+    if apps.is_installed("quiz"):
+        try:
+            from quiz.models import Question
+
+            rows = Question.objects.published().filter(Q(lab=lab.slug) | Q(slug__in=lab.questions))
+            found = {q.slug: {"slug": q.slug, "title": q.title, "url": q.get_absolute_url()} for q in rows}
+        except (ImportError, AttributeError, DatabaseError):
+            found = {}
+    named = [found.get(slug, {"slug": slug, "title": slug.replace("-", " ").capitalize(), "url": ""}) for slug in lab.questions]
+    others = sorted((q for slug, q in found.items() if slug not in lab.questions), key=lambda q: q["title"])
+    return named + others
+
+
+def format_value(name: str, value) -> str:
+    if value is None:
+        return "all" if name == "train_limit" else "—"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    if name == "eval_every" and value == 0:
+        return "each epoch"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def config_rows(config: dict) -> list[tuple[str, str]]:
+    return [(FIELD_LABELS.get(name, name), format_value(name, value))
+            for name, value in config.items() if name not in HIDDEN_FIELDS]
+
+
+def variant_rows(lab: Lab) -> list[dict]:
+    keys = {v["key"]: v["label"] for v in lab.variants}
+    rows = []
+    for v in lab.variants:
+        settings = [f"{FIELD_LABELS.get(k, k)} = {format_value(k, x)}" for k, x in (v.get("overrides") or {}).items()]
+        if v.get("mode") == "fewshot":
+            settings.append(f"{v['shots']} examples in the prompt")
+        rows.append({
+            "label": v["label"],
+            "mode": "few-shot prompting" if v.get("mode") == "fewshot" else "fine-tune",
+            "settings": ", ".join(settings),
+            "after": keys.get(v.get("continue_from") or "", ""),
+        })
+    return rows
+
+
+# --- one run ---------------------------------------------------------------------------------
+
+
+def run_config(run: Run) -> dict:
+    """The config as the pages show it, with the run's mode and lineage."""
+    config = dict(run.config)
+    if run.upload_id:
+        config["dataset"] = f"upload: {run.upload.filename}"
+    if run.mode == Run.Mode.FEWSHOT:
+        config = {"mode": "few-shot prompting", "shots": run.shots, "base_model": config["base_model"],
+                  "dataset": config["dataset"], "seed": config["seed"]}
+    return config
+
+
+def run_context(run: Run) -> dict:
+    events = list(run.events.order_by("-seq")[:LOG_TAIL * 3])
+    latest_step = next((e.payload for e in events if e.type == "step"), None)
+    log_tail = [e for e in reversed(events) if e.type in ("status", "log", "eval")][-LOG_TAIL:]
+    return {
+        "run": run,
+        "config_rows": config_rows(run_config(run)),
+        "latest_step": latest_step,
+        "progress_pct": round(100 * latest_step["step"] / latest_step["total_steps"]) if latest_step else 0,
+        "log_tail": log_tail,
+        "can_cancel": run.is_active,
+    }
+
+
+def curves(run: Run) -> dict:
+    """Loss curves from the run's events: {"train": [[step, loss]], "validation": [[step, loss, acc]]}."""
+    rows = run.events.filter(type__in=("step", "eval")).order_by("seq").values_list("type", "payload")
+    train = [[p["step"], p["loss"]] for kind, p in rows if kind == "step"]
+    validation = [[p["step"], p["loss"], p.get("accuracy")] for kind, p in rows if kind == "eval"]
+    return {"train": train, "validation": validation}
+
+
+def results_context(request, run: Run) -> dict:
+    metrics = run.metrics or {}
+    test, zero = metrics.get("test") or {}, metrics.get("zero_shot") or {}
+    labels = test.get("labels") or []
+    errors_only = request.GET.get("errors") == "1"
+    predictions = [p for p in run.predictions if not (errors_only and p.get("correct"))]
+    return {
+        "run": run,
+        "metrics": metrics,
+        "test": test,
+        "zero_shot": zero,
+        "per_class": [
+            {"label": label, **test["per_class"][label], "zero_shot_f1": (zero.get("per_class") or {}).get(label, {}).get("f1")}
+            for label in labels
+        ],
+        "confusion": confusion_rows(test),
+        "zero_shot_confusion": confusion_rows(zero),
+        "predictions": predictions,
+        "errors_only": errors_only,
+        "n_errors": sum(1 for p in run.predictions if not p.get("correct")),
+        "curves": curves(run),
+        "token_view": [dict(row, shown=_visible_token(row["token"])) for row in run.token_view],
+        "can_download": run.has_adapter,
+        "inference_section": select_template(["inference/_run_results_section.html", "labs/_no_inference_section.html"]),
+    }
+
+
+def confusion_rows(metrics: dict) -> list[dict]:
+    """Rows of the confusion matrix, each cell with its share of the row (for shading)."""
+    labels, matrix = metrics.get("labels") or [], metrics.get("confusion_matrix") or []
+    return [
+        {
+            "label": label,
+            "cells": [{"count": n, "shade": round(n / (sum(counts) or 1), 2), "correct": other == label}
+                      for other, n in zip(labels, counts, strict=True)],
+        }
+        for label, counts in zip(labels, matrix, strict=True)
+    ]
+
+
+def _visible_token(token: str) -> str:
+    """Whitespace made visible in the token view ("·" for spaces, "↵" for newlines)."""
+    return token.replace(" ", "·").replace("\n", "↵")
+
+
+def adapter_zip(run: Run):
+    """A temporary zip of the adapter files (deleted when closed), or None if they are gone."""
+    folder = run.artifact_dir
+    present = [name for name in ADAPTER_FILES if (folder / name).exists()]
+    if "adapter_config.json" not in present:
+        return None
+    archive = tempfile.TemporaryFile(suffix=".zip")
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in present:
+            zf.write(folder / name, arcname=f"run-{run.pk}/{name}")
+    archive.seek(0)
+    return archive
+
+
+# --- several runs ----------------------------------------------------------------------------
+
+
+def compare_context(runs: list[Run], *, sweep: str = "") -> dict:
+    configs = [run_config(run) for run in runs]
+    names = [n for n in dict.fromkeys(k for c in configs for k in c) if n not in HIDDEN_FIELDS]
+    differing = [n for n in names if len({repr(c.get(n)) for c in configs}) > 1]
+    return {
+        "runs": runs,
+        "any_active": any(run.is_active for run in runs),
+        "config_diff": [
+            {"field": FIELD_LABELS.get(n, n), "values": [format_value(n, c.get(n)) for c in configs]} for n in differing
+        ],
+        "metric_rows": [_metric_row(run) for run in runs],
+        "compare_curves": [{"id": run.pk, "name": _run_name(run), "train": curves(run)["train"]} for run in runs],
+        "sweep": sweep,
+        "sweep_label": FIELD_LABELS.get(sweep, sweep),
+        "sweep_points": sweep_points(runs, sweep) if sweep else [],
+        "compare_ids": ",".join(str(run.pk) for run in runs),
+    }
+
+
+def _run_name(run: Run) -> str:
+    return f"#{run.pk} {run.label}" if run.label else f"#{run.pk}"
+
+
+def _metric_row(run: Run) -> dict:
+    test, zero, train = run.test_metrics or {}, run.zero_shot_metrics or {}, (run.metrics or {}).get("train") or {}
+    return {
+        "run": run, "name": _run_name(run), "accuracy": test.get("accuracy"), "macro_f1": test.get("macro_f1"),
+        "zero_shot_accuracy": zero.get("accuracy"), "zero_shot_macro_f1": zero.get("macro_f1"),
+        "steps": train.get("steps"), "train_examples": train.get("train_examples"), "elapsed_s": train.get("elapsed_s"),
+    }
+
+
+def sweep_points(runs: list[Run], sweep: str) -> list[dict]:
+    """(swept value, accuracy, macro-F1) per finished run, numeric sweeps only, sorted by value.
+
+    A sweep value of None ("all examples") is plotted at the number of examples actually used.
+    """
+    points = []
+    for run in runs:
+        test = run.test_metrics
+        if not test:
+            continue
+        value = run.config.get(sweep)
+        if value is None and sweep == "train_limit":
+            value = ((run.metrics or {}).get("train") or {}).get("train_examples")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            continue
+        points.append({"x": value, "accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "name": _run_name(run)})
+    return sorted(points, key=lambda p: p["x"])

@@ -1,0 +1,393 @@
+"""Everything that changes a run: launch, cancel, execute (in the worker), reap.
+
+State changes are conditional UPDATEs (`filter(status=...).update(...)`), so a web request, a
+worker and the reaper racing on one run cannot both win: whoever moves the status first does,
+the others see that they did nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from labs.models import DatasetUpload, Lab, Run, RunEvent, RunGroup
+from ops.realtime import Throttle, broadcast
+
+log = logging.getLogger(__name__)
+
+# Live notifications per run and second at most; a throttled one is harmless (the browser
+# reads events from the DB on the next one) and status/log/eval events always go through.
+NOTIFY_INTERVAL_S = 0.25
+
+
+class LaunchRefused(Exception):
+    """The launch is not allowed (the active-run limit); the message is for the learner."""
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+def event_append(*, run_id: int, type: str, payload: dict, notify: bool = True) -> RunEvent:
+    """Persist the next numbered event of a run, then (after commit) notify its Channels group.
+
+    The UPDATE of last_seq locks the run's row until the transaction commits, so concurrent
+    writers (worker, cancel, reaper) get consecutive numbers and commit them in order: a
+    browser reading "everything after seq N" can never skip an event that commits later.
+    """
+    with transaction.atomic():
+        Run.objects.filter(pk=run_id).update(last_seq=F("last_seq") + 1)
+        seq = Run.objects.filter(pk=run_id).values_list("last_seq", flat=True).get()
+        event = RunEvent.objects.create(run_id=run_id, seq=seq, type=type, payload=payload)
+    if notify:
+        group = f"run.{run_id}"
+        # Persist first, notify after commit: a notified browser must find the row.
+        transaction.on_commit(lambda: broadcast(group, {"type": "stream.event"}))
+    return event
+
+
+# --- launch ----------------------------------------------------------------------------------
+
+
+def build_config(values: dict) -> dict:
+    """A validated TrainConfig snapshot. Raises mlcore.train.ConfigError with per-field messages.
+
+    The zero-shot baseline is always computed (same evaluate code, same test split); the device
+    is the worker's business; continue_from is resolved by the worker from Run.continue_from.
+    """
+    from mlcore.train import TrainConfig
+
+    config = TrainConfig.from_dict({**values, "zero_shot": True, "device": None, "continue_from": None})
+    config.validate()
+    return config.to_dict()
+
+
+def active_launches(user) -> int:
+    """Active runs of `user`, a run group counting once: a sweep is one launch."""
+    active = Run.objects.filter(owner=user).active()
+    return active.filter(group__isnull=True).count() + active.filter(group__isnull=False).values("group").distinct().count()
+
+
+def _check_quota(user) -> None:
+    if user.is_staff:
+        return
+    # Lock the user's row: two launches submitted at once are counted one after the other.
+    get_user_model().objects.select_for_update().filter(pk=user.pk).exists()
+    limit = settings.MAX_ACTIVE_RUNS_PER_USER
+    if active_launches(user) >= limit:
+        raise LaunchRefused(
+            f"You already have {limit} active run{'s' if limit != 1 else ''} (a lab's group of runs counts as one). "
+            "Wait for one to finish, or cancel it, then launch again."
+        )
+
+
+def _enqueue(run: Run) -> None:
+    """Send the run to the gpu queue once the transaction that created it commits."""
+    from labs.tasks import train_run
+
+    task_id = str(uuid.uuid4())
+    Run.objects.filter(pk=run.pk).update(celery_task_id=task_id)
+    run.celery_task_id = task_id
+    # A worker must never pick up an id whose row it cannot see yet.
+    transaction.on_commit(lambda: train_run.apply_async(args=[run.pk], task_id=task_id))
+
+
+@transaction.atomic
+def run_launch(
+    *, user, lab: Lab | None, config: dict, upload: DatasetUpload | None = None,
+    continue_from: Run | None = None, cloned_from: Run | None = None,
+) -> Run:
+    _check_quota(user)
+    run = Run.objects.create(
+        owner=user, lab=lab, config=build_config(config), upload=upload,
+        continue_from=continue_from, cloned_from=cloned_from,
+    )
+    event_append(run_id=run.pk, type="status", payload={"status": "queued", "message": "Queued for a training worker."})
+    _enqueue(run)
+    return run
+
+
+@transaction.atomic
+def group_launch(*, user, lab: Lab, config: dict, upload: DatasetUpload | None = None) -> RunGroup:
+    """One run per variant of a multi-run lab; a run that continues another waits for it."""
+    _check_quota(user)
+    group = RunGroup.objects.create(owner=user, lab=lab, title=lab.title, sweep=lab.sweep)
+    by_key: dict[str, Run] = {}
+    for variant in lab.variants:
+        parent = by_key.get(variant.get("continue_from") or "")
+        run = Run.objects.create(
+            owner=user, lab=lab, group=group, label=variant["label"],
+            mode=variant.get("mode", Run.Mode.FINETUNE), shots=variant.get("shots", 0),
+            config=build_config({**config, **(variant.get("overrides") or {})}),
+            upload=upload, continue_from=parent,
+        )
+        by_key[variant["key"]] = run
+        if parent is None:
+            event_append(run_id=run.pk, type="status", payload={"status": "queued", "message": "Queued for a training worker."})
+            _enqueue(run)
+        else:
+            message = f"Waiting for run {parent.pk} ({parent.label}) to succeed: this run continues its adapter."
+            event_append(run_id=run.pk, type="status", payload={"status": "queued", "message": message})
+    return group
+
+
+def upload_create(*, user, filename: str, examples) -> DatasetUpload:
+    from mlcore.data import ordered_labels
+
+    rows = [{"text": e.text, "label": e.label} for e in examples]
+    return DatasetUpload.objects.create(
+        owner=user, filename=filename[:255], examples=rows, labels=ordered_labels(r["label"] for r in rows)
+    )
+
+
+def clone_initial(run: Run) -> dict:
+    """Launch-form values that reproduce `run` (clone-and-edit)."""
+    config = dict(run.config)
+    if run.upload_id:
+        config["dataset"] = run.upload.dataset_key
+    return config
+
+
+# --- cancel ----------------------------------------------------------------------------------
+
+
+def run_cancel(*, run: Run, user) -> str:
+    """Cancel a queued run at once, or ask a running one to stop after its current step.
+
+    Returns what happened: "cancelled", "stopping" or "finished" (nothing to do).
+    """
+    from config.celery import app
+
+    now = timezone.now()
+    with transaction.atomic():
+        if Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(
+            status=Run.Status.CANCELLED, cancel_requested=True, finished_at=now
+        ):
+            event_append(run_id=run.pk, type="status",
+                         payload={"status": "cancelled", "message": f"Cancelled by {user.username} before it started."})
+            outcome = "cancelled"
+        elif Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING, cancel_requested=False).update(cancel_requested=True):
+            event_append(run_id=run.pk, type="log",
+                         payload={"message": f"Cancel requested by {user.username}: stopping after the current step."})
+            outcome = "stopping"
+        else:
+            return "finished" if Run.objects.filter(pk=run.pk, status__in=Run.FINISHED).exists() else "stopping"
+    if outcome == "cancelled":
+        _settle_continuations(run.pk, succeeded=False)
+        if run.celery_task_id:
+            # Revoking only saves the worker a wake-up: a revoke that is lost is harmless,
+            # because the task finds the run cancelled and exits.
+            try:
+                app.control.revoke(run.celery_task_id)
+            except Exception:
+                log.warning("revoke of run %s failed", run.pk, exc_info=True)
+    return outcome
+
+
+# --- the worker side -------------------------------------------------------------------------
+
+
+class RunRecorder:
+    """The worker's pen: every event goes to the DB, then (throttled) to the browsers."""
+
+    def __init__(self, run_id: int):
+        self.run_id = run_id
+        self._throttle = Throttle(NOTIFY_INTERVAL_S)
+
+    def event(self, type: str, payload: dict, *, force: bool = True) -> None:
+        event_append(run_id=self.run_id, type=type, payload=payload, notify=self._throttle.ready(force=force))
+
+    def log(self, message: str) -> None:
+        self.event("log", {"message": message})
+
+    def should_stop(self) -> bool:
+        """One indexed read: has the learner cancelled, or has the reaper given up on us?"""
+        cancel, status = Run.objects.filter(pk=self.run_id).values_list("cancel_requested", "status").get()
+        return cancel or status != Run.Status.RUNNING
+
+    def report(self, event: dict):
+        """mlcore.train's report callback: record, then answer "stop" when cancelled."""
+        event = dict(event)
+        kind = event.pop("type")
+        if kind == "step":
+            self.event("step", event, force=event.get("step") == event.get("total_steps"))
+            return "stop" if self.should_stop() else None
+        if kind == "eval":
+            self.event("eval", event)
+        elif kind == "done":
+            self.log(f"Training stopped after {event.get('steps')} steps." if event.get("cancelled")
+                     else f"Training done: {event.get('steps')} steps. Scored on the test split.")
+        return None
+
+
+class Heartbeat:
+    """Touches Run.heartbeat_at from a thread every interval while the worker holds the run,
+    whatever the main thread is doing (loading a model, a long step, evaluating)."""
+
+    def __init__(self, run_id: int, interval: float):
+        self.run_id, self.interval = run_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-run-{run_id}", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    Run.objects.filter(pk=self.run_id, status=Run.Status.RUNNING).update(heartbeat_at=timezone.now())
+                except Exception:  # a locked or briefly unreachable DB: try again next beat
+                    log.warning("heartbeat of run %s failed", self.run_id, exc_info=True)
+        finally:
+            connection.close()  # this thread's own connection
+
+
+def _claim(run_id: int, task_id: str, host: str) -> Run | None:
+    """Move the run queued -> running for this worker, or say why not (None: nothing to do).
+
+    A redelivered task (acks_late: the worker that had it died, or the broker's visibility
+    timeout passed) finds its run already running. We never train a run twice: if its
+    heartbeat is fresh another worker is on it and we leave; if it is stale that worker is
+    gone, and the run is marked failed exactly as the reaper would (clone it to retry).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        claimed = Run.objects.filter(pk=run_id, status=Run.Status.QUEUED, cancel_requested=False).update(
+            status=Run.Status.RUNNING, started_at=now, heartbeat_at=now, worker_host=host,
+            celery_task_id=task_id or F("celery_task_id"),
+        )
+        if claimed:
+            event_append(run_id=run_id, type="status", payload={"status": "running", "message": f"Started on worker {host}."})
+    run = Run.objects.select_related("upload", "continue_from").filter(pk=run_id).first()
+    if run is None:
+        log.info("run %s no longer exists; nothing to do", run_id)
+        return None
+    if claimed:
+        return run
+    if run.status == Run.Status.RUNNING and run.heartbeat_at and run.heartbeat_at < now - _heartbeat_timeout():
+        run_mark_lost(run)
+    else:
+        log.info("run %s is %s; this delivery does nothing", run_id, run.status)
+    return None
+
+
+def _finish(run_id: int, status: str, *, message: str, error: str = "", **fields) -> bool:
+    """running -> a final status, with its event, in one transaction (the consumer relies on
+    a finished run having all its events). False if the run was not running any more."""
+    with transaction.atomic():
+        done = Run.objects.filter(pk=run_id, status=Run.Status.RUNNING).update(
+            status=status, finished_at=timezone.now(), error=error, **fields
+        )
+        if done:
+            event_append(run_id=run_id, type="status", payload={"status": status, "message": message, "error": error})
+    if done:
+        _settle_continuations(run_id, succeeded=status == Run.Status.SUCCEEDED)
+    return bool(done)
+
+
+def _settle_continuations(run_id: int, *, succeeded: bool) -> None:
+    """Runs waiting to continue this run's adapter: send them to the queue, or fail them."""
+    waiting = Run.objects.filter(continue_from_id=run_id, status=Run.Status.QUEUED, celery_task_id="")
+    for child in waiting:
+        if succeeded:
+            with transaction.atomic():
+                event_append(run_id=child.pk, type="log", payload={"message": f"Run {run_id} succeeded: queued for a worker."})
+                _enqueue(child)
+        else:
+            reason = f"The run this one continues (run {run_id}) did not succeed, so there is no adapter to continue."
+            with transaction.atomic():
+                if Run.objects.filter(pk=child.pk, status=Run.Status.QUEUED).update(
+                    status=Run.Status.FAILED, error=reason, finished_at=timezone.now()
+                ):
+                    event_append(run_id=child.pk, type="status", payload={"status": "failed", "message": reason, "error": reason})
+
+
+def describe_error(exc: BaseException) -> str:
+    """The learner-facing reason of a failure (the traceback goes to the worker's log)."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from labs.training import RunError
+    from mlcore.data import DatasetError
+    from mlcore.masking import MaskingError
+    from mlcore.registry import ModelNotAvailable
+    from mlcore.train import ConfigError
+
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return f"The run exceeded its time limit of {settings.RUN_TIME_LIMIT_S} s and was stopped."
+    if isinstance(exc, (RunError, ConfigError, DatasetError, MaskingError, ModelNotAvailable)):
+        return str(exc)  # already written for the learner
+    return f"{type(exc).__name__}: {exc}"
+
+
+def run_execute(*, run_id: int, task_id: str = "", host: str | None = None) -> None:
+    """The body of the training task: claim the run, train (or prompt) it, record the outcome."""
+    from labs import training
+
+    host = host or socket.gethostname()
+    run = _claim(run_id, task_id, host)
+    if run is None:
+        return
+    recorder = RunRecorder(run.pk)
+    with Heartbeat(run.pk, settings.RUN_HEARTBEAT_INTERVAL_S):
+        try:
+            outcome = training.execute(run, recorder)
+        except Exception as exc:
+            log.exception("run %s failed", run.pk)
+            error = describe_error(exc)
+            _finish(run.pk, Run.Status.FAILED, message=f"Failed: {error}", error=error)
+            return
+    if outcome.cancelled:
+        _finish(run.pk, Run.Status.CANCELLED, message="Cancelled: stopped after the current step.")
+    else:
+        _finish(run.pk, Run.Status.SUCCEEDED, message=outcome.summary, metrics=outcome.metrics,
+                predictions=outcome.predictions)
+
+
+# --- the reaper ------------------------------------------------------------------------------
+
+
+def _heartbeat_timeout() -> timedelta:
+    return timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT_S)
+
+
+def run_mark_lost(run: Run) -> bool:
+    """Fail a running run whose worker stopped sending heartbeats."""
+    beat = run.heartbeat_at or run.started_at or run.created_at
+    reason = (
+        f"The worker {run.worker_host or '(unknown host)'} stopped sending heartbeats at "
+        f"{beat:%Y-%m-%d %H:%M:%S} UTC; the worker process was probably killed (out of memory, a crash "
+        "or a restart). Clone the run to try again."
+    )
+    with transaction.atomic():
+        # heartbeat_at in the filter: a beat that lands between our read and this write wins.
+        lost = Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING, heartbeat_at=run.heartbeat_at).update(
+            status=Run.Status.FAILED, error=reason, finished_at=timezone.now()
+        )
+        if lost:
+            event_append(run_id=run.pk, type="status", payload={"status": "failed", "message": reason, "error": reason})
+    if lost:
+        _settle_continuations(run.pk, succeeded=False)
+    return bool(lost)
+
+
+def runs_reap(*, now=None) -> list[int]:
+    """Mark every running run whose heartbeat is older than the timeout as failed."""
+    cutoff = (now or timezone.now()) - _heartbeat_timeout()
+    stale = Run.objects.filter(status=Run.Status.RUNNING, heartbeat_at__lt=cutoff).only(
+        "pk", "heartbeat_at", "worker_host", "started_at", "created_at"
+    )
+    return [run.pk for run in stale if run_mark_lost(run)]

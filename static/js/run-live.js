@@ -1,0 +1,78 @@
+// The live run page: replays then streams the run's numbered events (event-stream.js
+// reconnects with ?after=<last seq>, so nothing is missed or shown twice), draws the loss
+// curves as events arrive, and keeps progress, status and the log tail current. Closing the
+// tab only closes the socket: the run goes on in its worker.
+(function () {
+  const root = document.getElementById("run-live");
+  if (!root) return;
+  const $ = (id) => document.getElementById(id);
+  const FINAL = ["succeeded", "failed", "cancelled"];
+  const chart = TunelabCharts.loss($("loss-chart"));
+  const log = $("run-log");
+  log.replaceChildren(); // rebuilt from the replay, which starts at the first event
+
+  const clock = (s) => {
+    if (s == null || !isFinite(s)) return "—";
+    s = Math.round(s);
+    return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+  };
+  const num = (x, digits) => (x == null ? "—" : Number(x).toFixed(digits));
+
+  function addLog(text) {
+    if (!text) return;
+    const item = document.createElement("li");
+    item.textContent = text;
+    log.appendChild(item);
+    while (log.children.length > 200) log.firstElementChild.remove();
+    log.scrollTop = log.scrollHeight;
+  }
+
+  function setStatus(status, error) {
+    const badge = $("run-status");
+    badge.textContent = status;
+    badge.dataset.status = status;
+    badge.className = `status status-${status}`;
+    if (FINAL.includes(status)) $("cancel-form")?.remove();
+    if (error) { $("run-error").textContent = error; $("run-error").hidden = false; }
+  }
+
+  function onEvent(event) {
+    switch (event.type) {
+      case "step":
+        chart.addStep(event.step, event.loss);
+        $("run-progress").value = (100 * event.step) / event.total_steps;
+        $("run-progress-text").textContent =
+          `step ${event.step} / ${event.total_steps} · elapsed ${clock(event.elapsed_s)} · ETA ${clock(event.eta_s)}` +
+          ` · ${num(event.samples_per_s, 1)} samples/s · loss ${num(event.loss, 4)}`;
+        break;
+      case "eval":
+        chart.addEval(event.step, event.loss);
+        addLog(`validation at step ${event.step}: loss ${num(event.loss, 4)}, accuracy ${num(event.accuracy, 3)}`);
+        break;
+      case "status":
+        setStatus(event.status, event.error);
+        addLog(event.message);
+        break;
+      default:
+        addLog(event.message);
+    }
+  }
+
+  async function showResults() {
+    const box = $("run-results");
+    if (box.dataset.loaded === "1") return;
+    const response = await fetch(root.dataset.resultsUrl, { headers: { "HX-Request": "true" } });
+    if (!response.ok) return;
+    box.innerHTML = await response.text();
+    box.dataset.loaded = "1";
+    TunelabCharts.drawAll(box);
+    if (window.htmx) htmx.process(box);
+  }
+
+  const states = { connected: "live", reconnecting: "connection lost, reconnecting…", forbidden: "you may not follow this run" };
+  openEventStream(root.dataset.streamUrl, {
+    onEvent,
+    onEnd: showResults,
+    onStatus: (state) => { $("run-connection").textContent = states[state] || state; },
+  });
+})();

@@ -1,0 +1,52 @@
+import io
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from labs.catalog import CatalogError, load_catalog, parse_lab
+from labs.models import Lab
+
+BANK = Path(__file__).resolve().parents[2] / "quiz" / "bank"
+REQUIRED = {"sentiment-lora", "masking-ablation", "rank-sweep", "data-size", "mixed-label", "fewshot-vs-finetune"}
+
+
+def test_the_catalog_has_the_six_labs_with_sweeps_as_groups():
+    labs = {spec.slug: spec for spec in load_catalog()}
+    assert REQUIRED <= set(labs)
+    assert [v["overrides"]["lora_r"] for v in labs["rank-sweep"].variants] == [4, 16, 64]
+    assert [v["overrides"]["train_limit"] for v in labs["data-size"].variants] == [50, 200, None]
+    assert [v["overrides"]["mask_prompt"] for v in labs["masking-ablation"].variants] == [True, False]
+    assert labs["mixed-label"].variants[2]["continue_from"] == "three-labels"
+    assert labs["fewshot-vs-finetune"].variants[0]["mode"] == "fewshot"
+    assert not labs["sentiment-lora"].variants and labs["sentiment-lora"].preset["mask_prompt"] is True
+
+
+def test_every_question_a_lab_names_exists_in_the_bank_and_points_back():
+    for spec in load_catalog():
+        for slug in spec.questions:
+            path = BANK / f"{slug}.md"
+            assert path.exists(), f"{spec.slug} names missing question {slug}"
+            assert f"lab: {spec.slug}\n" in path.read_text(), f"{slug} does not link back to {spec.slug}"
+
+
+def test_a_preset_out_of_range_stops_the_catalog_load():
+    text = "---\nslug: broken\ntitle: Broken\ngoal: g\npreset: {lora_r: 0}\n---\nbody"
+    with pytest.raises(CatalogError, match="lora_r"):
+        parse_lab(text, "broken.md")
+
+
+def test_a_run_continuing_an_unknown_run_is_refused():
+    text = ("---\nslug: broken\ntitle: Broken\ngoal: g\npreset: {epochs: 1}\n"
+            "runs:\n  - {key: a, label: A, continue_from: b}\n---\nbody")
+    with pytest.raises(CatalogError, match="continue_from"):
+        parse_lab(text, "broken.md")
+
+
+def test_load_labs_syncs_the_files_and_retires_removed_labs(db):
+    Lab.objects.create(slug="gone", title="Gone", goal="g", preset={})
+    call_command("load_labs", stdout=io.StringIO())
+    assert set(Lab.objects.filter(is_active=True).values_list("slug", flat=True)) >= REQUIRED
+    assert Lab.objects.get(slug="gone").is_active is False
+    call_command("load_labs", stdout=io.StringIO())  # idempotent
+    assert Lab.objects.filter(slug="sentiment-lora").count() == 1

@@ -1,0 +1,114 @@
+"""Run lifecycle without a worker process: the task's idempotency, cancel, the reaper, and
+runs that continue another run. (The live tests drive the same code through real processes.)"""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from labs.models import Run
+from labs.services import runs_reap
+from labs.tasks import reap_runs, train_run
+from tests.labs.conftest import make_run
+
+
+def events(run):
+    return list(run.events.order_by("seq").values_list("seq", "type"))
+
+
+@pytest.mark.parametrize("status", [Run.Status.SUCCEEDED, Run.Status.FAILED, Run.Status.CANCELLED])
+def test_the_task_never_touches_a_finished_run(owner, status):
+    run = make_run(owner, status=status, metrics={"test": {"accuracy": 1.0}})
+    before = events(run)
+    train_run.apply(args=[run.pk])
+    run.refresh_from_db()
+    assert run.status == status and run.metrics == {"test": {"accuracy": 1.0}} and events(run) == before
+
+
+def test_a_redelivered_task_leaves_a_run_with_a_fresh_heartbeat_to_its_worker(owner):
+    run = make_run(owner, status=Run.Status.RUNNING, heartbeat_at=timezone.now(), worker_host="gpu-1")
+    train_run.apply(args=[run.pk])
+    run.refresh_from_db()
+    assert run.status == Run.Status.RUNNING and run.worker_host == "gpu-1" and len(events(run)) == 1
+
+
+def test_a_redelivered_task_fails_a_run_whose_worker_died_instead_of_training_it_twice(owner, settings):
+    stale = timezone.now() - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT_S + 5)
+    run = make_run(owner, status=Run.Status.RUNNING, heartbeat_at=stale, worker_host="gpu-1")
+    train_run.apply(args=[run.pk])
+    run.refresh_from_db()
+    assert run.status == Run.Status.FAILED and "stopped sending heartbeats" in run.error
+    assert run.started_at is None  # it was never started again
+
+
+def test_the_task_of_a_deleted_run_does_nothing(db):
+    train_run.apply(args=[999_999])
+
+
+def test_the_reaper_fails_only_runs_whose_heartbeat_stopped(owner, settings):
+    now = timezone.now()
+    settings.RUN_HEARTBEAT_TIMEOUT_S = 60
+    lost = make_run(owner, status=Run.Status.RUNNING, heartbeat_at=now - timedelta(seconds=61), worker_host="gpu-7")
+    alive = make_run(owner, status=Run.Status.RUNNING, heartbeat_at=now - timedelta(seconds=30))
+    queued = make_run(owner)
+
+    assert reap_runs.apply().get() == [lost.pk]
+
+    lost.refresh_from_db()
+    assert lost.status == Run.Status.FAILED and lost.finished_at
+    beat = (now - timedelta(seconds=61)).strftime("%Y-%m-%d %H:%M:%S")
+    assert lost.error.startswith(f"The worker gpu-7 stopped sending heartbeats at {beat} UTC; "
+                                 "the worker process was probably killed")
+    last = lost.events.order_by("-seq").first()
+    assert last.type == "status" and last.payload["status"] == "failed" and last.seq == 2
+    assert Run.objects.get(pk=alive.pk).status == Run.Status.RUNNING
+    assert Run.objects.get(pk=queued.pk).status == Run.Status.QUEUED
+    assert runs_reap() == []  # a second pass finds nothing
+
+
+def test_cancelling_a_queued_run_finishes_it_and_the_task_then_exits(owner_client, owner):
+    run = make_run(owner, celery_task_id="abc")
+    response = owner_client.post(f"/labs/runs/{run.pk}/cancel/")
+    assert response.status_code == 302
+    run.refresh_from_db()
+    assert run.status == Run.Status.CANCELLED and run.finished_at and run.cancel_requested
+    assert events(run)[-1] == (2, "status")
+    train_run.apply(args=[run.pk])
+    run.refresh_from_db()
+    assert run.status == Run.Status.CANCELLED and run.started_at is None and len(events(run)) == 2
+
+
+def test_cancelling_a_running_run_asks_its_worker_to_stop(owner_client, owner):
+    run = make_run(owner, status=Run.Status.RUNNING, heartbeat_at=timezone.now())
+    response = owner_client.post(f"/labs/runs/{run.pk}/cancel/", HTTP_HX_REQUEST="true")
+    assert response.status_code == 200 and b"stopping after the current step" in response.content
+    assert b'id="cancel-form"' not in response.content
+    run.refresh_from_db()
+    assert run.status == Run.Status.RUNNING and run.cancel_requested
+    assert run.events.order_by("-seq").first().payload["message"].startswith("Cancel requested by owner")
+
+
+def test_cancelling_a_finished_run_changes_nothing(owner_client, owner):
+    run = make_run(owner, status=Run.Status.SUCCEEDED)
+    response = owner_client.post(f"/labs/runs/{run.pk}/cancel/", follow=True)
+    assert b"already finished" in response.content
+    assert Run.objects.get(pk=run.pk).status == Run.Status.SUCCEEDED
+
+
+def test_a_run_waiting_on_a_cancelled_parent_fails_with_the_reason(owner_client, owner):
+    parent = make_run(owner)
+    child = make_run(owner, continue_from=parent)
+    owner_client.post(f"/labs/runs/{parent.pk}/cancel/")
+    child.refresh_from_db()
+    assert child.status == Run.Status.FAILED and f"(run {parent.pk}) did not succeed" in child.error
+
+
+def test_the_event_numbers_are_consecutive_whoever_writes(owner):
+    from labs.services import event_append
+
+    run = make_run(owner)
+    for i in range(5):
+        event_append(run_id=run.pk, type="log", payload={"message": str(i)}, notify=False)
+    assert [seq for seq, _ in events(run)] == [1, 2, 3, 4, 5, 6]
+    assert Run.objects.get(pk=run.pk).last_seq == 6
+    assert [e["seq"] for e in run.events_after(4)] == [5, 6]
