@@ -32,7 +32,7 @@ def test_the_tiny_model_loss_falls_over_a_few_steps(tmp_path, small_dataset):
     events = []
     # The same 16 examples in every step, at a constant learning rate: the loss must come down.
     config = tiny_config(
-        train_limit=16, batch_size=16, epochs=6, learning_rate=2e-2, warmup_ratio=0.0, schedule="constant", eval_every=100
+        train_limit=16, batch_size=16, epochs=6, learning_rate=5e-3, warmup_ratio=0.0, schedule="constant", eval_every=100
     )
     train(config, small_dataset, tmp_path, report=events.append)
     losses = [e["loss"] for e in events if e["type"] == "step"]
