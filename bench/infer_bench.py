@@ -10,12 +10,14 @@ and the same reviews (the bundled test split), in one process on one machine:
   the prompt rendered with the chat template per call, `model.generate(max_new_tokens=5)`
   (greedy; the fine-tuned model stops at <|im_end|> after ~2 tokens), then the text parsed to a
   label. Batches are left-padded, as generate() needs.
-- ours: mlcore.classify.load_classifier(merge=True): adapter folded into the weights, the
-  system-prompt prefix's key/value cache computed once, one forward pass, label-token logits.
-- ours + length batches: the same classifier, with the batching rule proposed for mlcore's
-  predict() (length_batches below: a batch also closes before it would be >25% padding).
+- ours (as served): mlcore.classify.load_classifier(merge=True) (adapter folded into the
+  weights, the system-prompt prefix's key/value cache computed once, one forward pass,
+  label-token logits), called the way inference.serving calls it: texts grouped by length
+  so that no forward pass is more than 25% padding (serving.predict_grouped).
+- mlcore predict() alone: the same classifier, its predict() called directly (sorted by
+  length, then sliced every batch_size texts), to show what the grouping adds at batch 32.
 
-The methods are timed chunk by chunk in turn (reference, ours, proposed, reference, ...), so
+The methods are timed chunk by chunk in turn (reference, ours, mlcore, reference, ...), so
 that load from other processes on a shared machine falls on all alike. Reports reviews/s at
 batch 1 and batch 32, p50/p95 latency per call, and how often each agrees with the reference
 where the reference produced a valid label.
@@ -101,47 +103,6 @@ class Reference:
         return [parse_label(a, self.labels) for a in answers]
 
 
-MAX_PADDING = 0.25  # proposed: at most this share of a batch's tokens may be padding
-
-
-def length_batches(lengths: list[int], batch_size: int, max_padding: float = MAX_PADDING) -> list[list[int]]:
-    """PROPOSED for mlcore.classify.Classifier.predict: indices in batches of similar length.
-
-    predict() already sorts by length, but then cuts the sorted list every batch_size rows, so
-    one long review pads 31 short ones: on the bundled test split a batch of 32 is ~3x padding.
-    Here a batch also closes when adding the next (longer) row would make more than
-    `max_padding` of its tokens padding. Predictions do not change (padding is masked out).
-    """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    real = 0
-    for i in order:
-        n = len(current) + 1
-        if current and (n > batch_size or n * lengths[i] * (1 - max_padding) > real + lengths[i]):
-            batches.append(current)
-            current, real = [], 0
-        current.append(i)
-        real += lengths[i]
-    if current:
-        batches.append(current)
-    return batches
-
-
-def proposed_predict(classifier, texts: list[str], batch_size: int) -> list[str]:
-    """mlcore's predict() with length_batches() instead of fixed slices of the sorted list."""
-    import torch
-
-    rows, _ = classifier._encode(list(texts), classifier.max_text_tokens)
-    labels: list[str | None] = [None] * len(rows)
-    with torch.inference_mode():
-        for batch in length_batches([len(r) for r in rows], batch_size):
-            best = classifier._score([rows[i] for i in batch]).argmax(dim=-1).tolist()
-            for i, index in zip(batch, best, strict=True):
-                labels[i] = classifier.labels[index]
-    return labels
-
-
 def _stats(n: int, times: list[float]) -> dict:
     return {"reviews_per_s": n / sum(times), "p50_ms": percentile(times, 50) * 1000, "p95_ms": percentile(times, 95) * 1000}
 
@@ -149,6 +110,7 @@ def _stats(n: int, times: list[float]) -> dict:
 def run(args) -> dict:
     import torch
 
+    from inference.serving import predict_grouped
     from mlcore.classify import load_classifier, read_labels
     from mlcore.data import load_bundled
 
@@ -167,8 +129,8 @@ def run(args) -> dict:
     ours = load_classifier(base_name, adapter, merge=True)
     methods = {
         "reference": reference.predict,
-        "ours": lambda chunk, batch_size: [p.label for p in ours.predict(chunk, batch_size=batch_size)],
-        "proposed": lambda chunk, batch_size: proposed_predict(ours, chunk, batch_size),
+        "ours": lambda chunk, batch_size: [p.label for p in predict_grouped(ours, chunk, batch_size)],
+        "mlcore": lambda chunk, batch_size: [p.label for p in ours.predict(chunk, batch_size=batch_size)],
     }
     # Warm-up: first calls allocate and build the prefix cache; not what a served request costs.
     for _ in range(2):
@@ -190,8 +152,8 @@ def run(args) -> dict:
         results[f"batch{batch_size}"] = {name: _stats(len(texts), t) for name, t in times.items()}
         print(f"batch {batch_size}: " + ", ".join(f"{name} {len(texts) / sum(t):.1f} reviews/s" for name, t in times.items()),
               flush=True)
-        for name in ("ours", "proposed"):
-            key = f"speedup_batch{batch_size}" + ("" if name == "ours" else "_proposed")
+        for name in ("ours", "mlcore"):
+            key = f"speedup_batch{batch_size}" + ("" if name == "ours" else "_mlcore_predict")
             results[key] = sum(times["reference"]) / sum(times[name])
 
     gold = [e.label for e in dataset.test][: args.n]
@@ -203,7 +165,7 @@ def run(args) -> dict:
 
     results.update(
         agreement=agreement("ours"),
-        agreement_proposed=agreement("proposed"),
+        agreement_mlcore_predict=agreement("mlcore"),
         reference_valid=len(valid) / len(ref_labels),
         reference_accuracy=sum(r == g for r, g in zip(ref_labels, gold, strict=True)) / len(gold),
         ours_accuracy=sum(o == g for o, g in zip(predicted["ours"], gold, strict=True)) / len(gold),
@@ -220,7 +182,7 @@ def run(args) -> dict:
 
 
 def print_table(r: dict) -> None:
-    names = {"reference": "generate+parse", "ours": "ours (mlcore now)", "proposed": "ours + length batches"}
+    names = {"reference": "generate+parse", "ours": "ours (as served)", "mlcore": "mlcore predict() alone"}
     print()
     print(f"{r['n_reviews']} reviews, {r['base_model']} + adapter, torch {r['torch']}, {r['torch_threads']} threads, "
           f"load average {r['load_avg_1min']:.1f} at the end")
@@ -228,12 +190,12 @@ def print_table(r: dict) -> None:
     for batch in (1, 32):
         for method, label in names.items():
             row = r[f"batch{batch}"][method]
-            speedup = {"ours": r[f"speedup_batch{batch}"], "proposed": r[f"speedup_batch{batch}_proposed"]}.get(method)
+            speedup = {"ours": r[f"speedup_batch{batch}"], "mlcore": r[f"speedup_batch{batch}_mlcore_predict"]}.get(method)
             cell = f"x{speedup:.2f}" if speedup else ""
             print(f"batch {batch:<2} {label:23} {row['reviews_per_s']:10.1f} {row['p50_ms']:9.1f} {row['p95_ms']:9.1f} {cell:>8}")
     print(
         f"agreement with the reference (where it gave a valid label, {r['reference_valid']:.1%} of reviews): "
-        f"ours {r['agreement']:.4f}, proposed {r['agreement_proposed']:.4f}; "
+        f"ours {r['agreement']:.4f}, mlcore predict() {r['agreement_mlcore_predict']:.4f}; "
         f"accuracy reference {r['reference_accuracy']:.3f}, ours {r['ours_accuracy']:.3f}"
     )
 

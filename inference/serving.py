@@ -25,6 +25,50 @@ from dataclasses import dataclass, field
 logger = logging.getLogger(__name__)
 
 
+MAX_PADDING = 0.25  # a forward pass may be at most this share padding
+
+
+def length_groups(lengths: list[int], batch_size: int, max_padding: float = MAX_PADDING) -> list[list[int]]:
+    """Indices in batches of similar length, for one forward pass each.
+
+    Sorted by length, a batch closes when it is full, or when adding the next (longer) text
+    would make more than `max_padding` of its tokens padding. On a CPU a forward pass costs
+    time per token, padding included: slicing the sorted list every 32 texts lets one long
+    review pad 31 short ones (~3x padding on the bundled test split), this keeps it under 25%.
+    Predictions do not change: padding is masked out.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    current: list[int] = []
+    real = 0
+    for i in order:
+        n = len(current) + 1
+        if current and (n > batch_size or n * lengths[i] * (1 - max_padding) > real + lengths[i]):
+            groups.append(current)
+            current, real = [], 0
+        current.append(i)
+        real += lengths[i]
+    if current:
+        groups.append(current)
+    return groups
+
+
+def predict_grouped(classifier, texts: list[str], batch_size: int):
+    """classifier.predict() over length_groups(): same predictions, far less padding.
+
+    (Serving-side until mlcore's Classifier.predict batches this way itself; the extra
+    tokenisation costs well under 1% of the forward passes.)
+    """
+    if len(texts) <= 1:
+        return classifier.predict(texts, batch_size=batch_size)
+    lengths = [len(ids) for ids in classifier.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    predictions = [None] * len(texts)
+    for group in length_groups(lengths, batch_size):
+        for i, prediction in zip(group, classifier.predict([texts[i] for i in group], batch_size=len(group)), strict=True):
+            predictions[i] = prediction
+    return predictions
+
+
 class _Job:
     __slots__ = ("texts", "result", "error", "done")
 
@@ -50,7 +94,7 @@ class Loaded:
     lock: threading.Lock = field(default_factory=threading.Lock)  # held during a forward pass
     _pending: list = field(default_factory=list)
     _pending_lock: threading.Lock = field(default_factory=threading.Lock)
-    forward_calls: int = 0  # batches run, for tests and logs
+    forward_calls: int = 0  # combined batches run (each one or more forward passes), for tests
 
     @property
     def labels(self) -> list[str]:
@@ -77,7 +121,7 @@ class Loaded:
     def _run(self, batch: list[_Job], batch_size: int) -> None:
         texts = [text for job in batch for text in job.texts]
         try:
-            predictions = self.classifier.predict(texts, batch_size=batch_size)
+            predictions = predict_grouped(self.classifier, texts, batch_size)
             self.forward_calls += 1
         except Exception as exc:  # every request in the pass gets the error, not just the runner
             for job in batch:
