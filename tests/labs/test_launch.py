@@ -26,7 +26,7 @@ def test_the_launch_form_needs_a_login(client, labs):
 def test_the_form_starts_from_the_lab_preset(owner_client, labs):
     response = owner_client.get(LAUNCH)
     form = response.context["form"]
-    assert form.initial["lora_r"] == 16 and form.initial["train_limit"] == 240 and form.initial["mask_prompt"] is True
+    assert form.initial["lora_r"] == 16 and form.initial["train_limit"] is None and form.initial["mask_prompt"] is True
     assert form.initial["base_model"] == "smollm2-135m-instruct"
     assert b'value="smollm2-135m-instruct" selected' in response.content
 

@@ -161,7 +161,8 @@ def test_a_learner_launches_the_default_lab_and_watches_it_train(live, client, o
     page.goto(f"http://{live}/labs/sentiment-lora/")
     page.click("#launch-link")
     page.select_option("#id_base_model", "tiny-test")
-    for field, value in {"train_limit": 24, "batch_size": 4, "max_length": 128, "learning_rate": 0.01, "eval_every": 3}.items():
+    small = {"train_limit": 24, "epochs": 1, "batch_size": 4, "max_length": 128, "learning_rate": 0.01, "eval_every": 3}
+    for field, value in small.items():
         page.fill(f"#id_{field}", str(value))
     page.click("#launch-form button[type=submit]")
     page.wait_for_url("**/labs/runs/*/")
