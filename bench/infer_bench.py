@@ -22,9 +22,9 @@ that load from other processes on a shared machine falls on all alike. Reports r
 batch 1 and batch 32, p50/p95 latency per call, and how often each agrees with the reference
 where the reference produced a valid label.
 
-Without --adapter it uses var/bench/adapter, training it first if missing with the default
-lab's preset (LoRA r=16 on q/k/v/o, 240 training reviews, 1 epoch, batch 8: 30 steps, a few
-minutes on 2 CPU cores).
+Without --adapter it uses var/bench/adapter, training it first if missing with QUICK_CONFIG
+(LoRA r=16 on q/k/v/o, 240 training reviews, 1 epoch, batch 8: 30 steps, a few minutes on
+2 idle CPU cores; test accuracy 0.72).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# The default lab's preset (labs/catalog/01-sentiment-lora.md): what a learner trains first.
+# A small, quick adapter (the default lab's preset until it moved to all 7 linear layers and 2
+# epochs): 30 steps. The README's numbers were measured with exactly this adapter.
 QUICK_CONFIG = dict(dataset="reviews", train_limit=240, epochs=1, batch_size=8, lora_r=16, lora_alpha=32,
                     learning_rate=1e-3, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"), seed=0, device="cpu")
 
@@ -203,7 +204,7 @@ def print_table(r: dict) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--adapter", help="a trained adapter directory (adapter_config.json, labels.json, train_config.json); "
-                        "default: var/bench/adapter, trained with the default lab's preset if missing")
+                        "default: var/bench/adapter, trained with QUICK_CONFIG if missing")
     parser.add_argument("--n", type=int, default=None, help="use only the first N test reviews")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch's default)")
     parser.add_argument("--json", help="also write the results to this JSON file")
