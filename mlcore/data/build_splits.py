@@ -41,24 +41,27 @@ def read_raw() -> list[dict]:
     return rows
 
 
-def write_split(name: str, split: str, rows: list[dict]) -> None:
-    out = DATA_DIR / name / f"{split}.jsonl"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def main() -> None:
+def build() -> dict[str, str]:
+    """{"reviews/train.jsonl": file content, ...}: every split file, from the raw files."""
     rows = read_raw()
     # One stratified split over all lines (stratified by label, mixed included) fixes each
     # text's split; the 3-label set is that assignment minus the mixed lines.
     parts = stratified_split(rows, SEED, label_of=lambda row: row["label"])
+    files = {}
     for split, part in zip(SPLITS, parts, strict=True):
-        write_split("reviews-mixed", split, part)
-        write_split("reviews", split, [row for row in part if row["label"] != "mixed"])
-        counts = Counter(row["label"] for row in part)
-        print(f"{split:<10} {len(part):>5}  " + "  ".join(f"{k}={counts[k]}" for k in LABEL_ORDER))
+        for name, kept in (("reviews-mixed", part), ("reviews", [r for r in part if r["label"] != "mixed"])):
+            files[f"{name}/{split}.jsonl"] = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
+    return files
+
+
+def main() -> None:
+    for relative, content in build().items():
+        out = DATA_DIR / relative
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(content, encoding="utf-8")
+    for split in SPLITS:
+        counts = Counter(json.loads(line)["label"] for line in (DATA_DIR / "reviews-mixed" / f"{split}.jsonl").open())
+        print(f"{split:<10} {sum(counts.values()):>5}  " + "  ".join(f"{k}={counts[k]}" for k in LABEL_ORDER))
 
 
 if __name__ == "__main__":

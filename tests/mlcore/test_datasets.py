@@ -42,6 +42,18 @@ def test_bundled_splits_are_roughly_65_12_23_per_label(reviews_mixed):
         assert counts["test"][label] / total == pytest.approx(0.23, abs=0.03)
 
 
+def test_the_committed_splits_are_what_build_splits_makes_from_the_raw_files():
+    # An edit to mlcore/data/raw without a rebuild (or to a split by hand) would make the
+    # data card and the splits disagree with their source.
+    from mlcore.data import DATA_DIR
+    from mlcore.data.build_splits import build
+
+    built = build()
+    assert len(built) == 6
+    for relative, content in built.items():
+        assert (DATA_DIR / relative).read_text(encoding="utf-8") == content, f"{relative}: run python -m mlcore.data.build_splits"
+
+
 def test_an_unknown_bundled_dataset_is_refused():
     with pytest.raises(DatasetError, match="unknown dataset"):
         load_bundled("imdb")
