@@ -10,14 +10,14 @@ and the same reviews (the bundled test split), in one process on one machine:
   the prompt rendered with the chat template per call, `model.generate(max_new_tokens=5)`
   (greedy; the fine-tuned model stops at <|im_end|> after ~2 tokens), then the text parsed to a
   label. Batches are left-padded, as generate() needs.
-- ours (as served): mlcore.classify.load_classifier(merge=True) (adapter folded into the
-  weights, the system-prompt prefix's key/value cache computed once, one forward pass,
-  label-token logits), called the way inference.serving calls it: texts grouped by length
-  so that no forward pass is more than 25% padding (serving.predict_grouped).
-- mlcore predict() alone: the same classifier, its predict() called directly (sorted by
-  length, then sliced every batch_size texts), to show what the grouping adds at batch 32.
+- ours (as served): mlcore.classify.load_classifier(merge=True): the adapter folded into the
+  weights, the system-prompt prefix's key/value cache computed once, texts batched by length
+  (no forward pass more than 25% padding), one forward pass with mlcore.fused (q/k/v and
+  gate/up fused, the last layer at the last position only), label-token logits.
+- ours, transformers forward: the same Classifier (same weights, prefix cache, batching) but
+  computing with transformers' own forward, to show what mlcore.fused adds.
 
-The methods are timed chunk by chunk in turn (reference, ours, mlcore, reference, ...), so
+The methods are timed chunk by chunk in turn (reference, ours, ours with transformers forward, reference, ...), so
 that load from other processes on a shared machine falls on all alike. Reports reviews/s at
 batch 1 and batch 32, p50/p95 latency per call, and how often each agrees with the reference
 where the reference produced a valid label.
@@ -111,8 +111,7 @@ def _stats(n: int, times: list[float]) -> dict:
 def run(args) -> dict:
     import torch
 
-    from inference.serving import predict_grouped
-    from mlcore.classify import load_classifier, read_labels
+    from mlcore.classify import Classifier, load_classifier, read_labels
     from mlcore.data import load_bundled
 
     if args.threads:
@@ -128,15 +127,17 @@ def run(args) -> dict:
     print(f"loading {base_name} + {adapter} twice (reference: PEFT unmerged; ours: merged + prefix cache)", flush=True)
     reference = Reference(base_name, adapter, labels)
     ours = load_classifier(base_name, adapter, merge=True)
+    generic = Classifier(ours.model, ours.tokenizer, ours.labels)  # same weights, transformers' forward
     methods = {
         "reference": reference.predict,
-        "ours": lambda chunk, batch_size: [p.label for p in predict_grouped(ours, chunk, batch_size)],
-        "mlcore": lambda chunk, batch_size: [p.label for p in ours.predict(chunk, batch_size=batch_size)],
+        "ours": lambda chunk, batch_size: [p.label for p in ours.predict(chunk, batch_size=batch_size)],
+        "generic": lambda chunk, batch_size: [p.label for p in generic.predict(chunk, batch_size=batch_size)],
     }
-    # Warm-up: first calls allocate and build the prefix cache; not what a served request costs.
+    # Warm-up: first calls allocate memory; not what a served request costs.
     for _ in range(2):
         reference.predict(texts[:2])
         ours.predict(texts[:2], batch_size=2)
+        generic.predict(texts[:2], batch_size=2)
 
     results: dict = {}
     predicted: dict[str, list] = {name: [] for name in methods}
@@ -153,8 +154,8 @@ def run(args) -> dict:
         results[f"batch{batch_size}"] = {name: _stats(len(texts), t) for name, t in times.items()}
         print(f"batch {batch_size}: " + ", ".join(f"{name} {len(texts) / sum(t):.1f} reviews/s" for name, t in times.items()),
               flush=True)
-        for name in ("ours", "mlcore"):
-            key = f"speedup_batch{batch_size}" + ("" if name == "ours" else "_mlcore_predict")
+        for name in ("ours", "generic"):
+            key = f"speedup_batch{batch_size}" + ("" if name == "ours" else "_transformers_forward")
             results[key] = sum(times["reference"]) / sum(times[name])
 
     gold = [e.label for e in dataset.test][: args.n]
@@ -166,7 +167,7 @@ def run(args) -> dict:
 
     results.update(
         agreement=agreement("ours"),
-        agreement_mlcore_predict=agreement("mlcore"),
+        agreement_transformers_forward=agreement("generic"),
         reference_valid=len(valid) / len(ref_labels),
         reference_accuracy=sum(r == g for r, g in zip(ref_labels, gold, strict=True)) / len(gold),
         ours_accuracy=sum(o == g for o, g in zip(predicted["ours"], gold, strict=True)) / len(gold),
@@ -183,7 +184,7 @@ def run(args) -> dict:
 
 
 def print_table(r: dict) -> None:
-    names = {"reference": "generate+parse", "ours": "ours (as served)", "mlcore": "mlcore predict() alone"}
+    names = {"reference": "generate+parse", "ours": "ours (as served)", "generic": "ours, transformers forward"}
     print()
     print(f"{r['n_reviews']} reviews, {r['base_model']} + adapter, torch {r['torch']}, {r['torch_threads']} threads, "
           f"load average {r['load_avg_1min']:.1f} at the end")
@@ -191,12 +192,12 @@ def print_table(r: dict) -> None:
     for batch in (1, 32):
         for method, label in names.items():
             row = r[f"batch{batch}"][method]
-            speedup = {"ours": r[f"speedup_batch{batch}"], "mlcore": r[f"speedup_batch{batch}_mlcore_predict"]}.get(method)
+            speedup = {"ours": r[f"speedup_batch{batch}"], "generic": r[f"speedup_batch{batch}_transformers_forward"]}.get(method)
             cell = f"x{speedup:.2f}" if speedup else ""
             print(f"batch {batch:<2} {label:23} {row['reviews_per_s']:10.1f} {row['p50_ms']:9.1f} {row['p95_ms']:9.1f} {cell:>8}")
     print(
         f"agreement with the reference (where it gave a valid label, {r['reference_valid']:.1%} of reviews): "
-        f"ours {r['agreement']:.4f}, mlcore predict() {r['agreement_mlcore_predict']:.4f}; "
+        f"ours {r['agreement']:.4f}, ours with transformers forward {r['agreement_transformers_forward']:.4f}; "
         f"accuracy reference {r['reference_accuracy']:.3f}, ours {r['ours_accuracy']:.3f}"
     )
 

@@ -189,8 +189,10 @@ def _compute_local(row: BaselineResult, context: _Context, base) -> None:
     else:
         model, tokenizer = base
         shots = _shots(row, context)
-        classifier = (prompting.few_shot_classifier(model, tokenizer, context.labels, shots) if shots
-                      else Classifier(model, tokenizer, context.labels))
+        # fuse: the base model was loaded for these rows alone, and the fine-tuned row computes
+        # with the fused forward too, so the latencies compare like with like.
+        classifier = (prompting.few_shot_classifier(model, tokenizer, context.labels, shots, fuse=True) if shots
+                      else Classifier(model, tokenizer, context.labels, fuse=True))
         extra = {"shots": [{"text": s.text, "label": s.label} for s in shots]}
     _store(row, prompting.evaluate_local(classifier, context.test), api=False, extra=extra)
 

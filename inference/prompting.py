@@ -206,11 +206,11 @@ def evaluate_local(classifier, examples) -> Evaluation:
     )
 
 
-def few_shot_classifier(model, tokenizer, labels, shots):
+def few_shot_classifier(model, tokenizer, labels, shots, *, fuse: bool = False):
     """The base model with `shots` as earlier chat turns. The examples land in the shared
     prefix, whose key/value cache is computed once, so each review costs about what it costs
     zero-shot (attention over a longer prefix aside) — unlike an API, which bills them per call."""
     from labs.training import FewShotTokenizer
     from mlcore.classify import Classifier
 
-    return Classifier(model, FewShotTokenizer(tokenizer, shots), list(labels))
+    return Classifier(model, FewShotTokenizer(tokenizer, shots), list(labels), fuse=fuse)

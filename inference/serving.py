@@ -9,8 +9,7 @@ Thread safety under the ASGI server (sync views run in a thread pool):
   model loads, so a request for a cached model is not stuck behind another model's load;
 - one lock per key while it loads: concurrent first requests for the same model load it once;
 - one lock per loaded classifier around predict(): torch on a CPU already uses every core for
-  one forward pass, so two at once would only fight over them (and the classifier builds its
-  prefix cache lazily, which must not race).
+  one forward pass, so two at once would only fight over them.
 """
 
 from __future__ import annotations
@@ -23,50 +22,6 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
-
-
-MAX_PADDING = 0.25  # a forward pass may be at most this share padding
-
-
-def length_groups(lengths: list[int], batch_size: int, max_padding: float = MAX_PADDING) -> list[list[int]]:
-    """Indices in batches of similar length, for one forward pass each.
-
-    Sorted by length, a batch closes when it is full, or when adding the next (longer) text
-    would make more than `max_padding` of its tokens padding. On a CPU a forward pass costs
-    time per token, padding included: slicing the sorted list every 32 texts lets one long
-    review pad 31 short ones (~3x padding on the bundled test split), this keeps it under 25%.
-    Predictions do not change: padding is masked out.
-    """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    groups: list[list[int]] = []
-    current: list[int] = []
-    real = 0
-    for i in order:
-        n = len(current) + 1
-        if current and (n > batch_size or n * lengths[i] * (1 - max_padding) > real + lengths[i]):
-            groups.append(current)
-            current, real = [], 0
-        current.append(i)
-        real += lengths[i]
-    if current:
-        groups.append(current)
-    return groups
-
-
-def predict_grouped(classifier, texts: list[str], batch_size: int):
-    """classifier.predict() over length_groups(): same predictions, far less padding.
-
-    (Serving-side until mlcore's Classifier.predict batches this way itself; the extra
-    tokenisation costs well under 1% of the forward passes.)
-    """
-    if len(texts) <= 1:
-        return classifier.predict(texts, batch_size=batch_size)
-    lengths = [len(ids) for ids in classifier.tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    predictions = [None] * len(texts)
-    for group in length_groups(lengths, batch_size):
-        for i, prediction in zip(group, classifier.predict([texts[i] for i in group], batch_size=len(group)), strict=True):
-            predictions[i] = prediction
-    return predictions
 
 
 class _Job:
@@ -121,7 +76,7 @@ class Loaded:
     def _run(self, batch: list[_Job], batch_size: int) -> None:
         texts = [text for job in batch for text in job.texts]
         try:
-            predictions = predict_grouped(self.classifier, texts, batch_size)
+            predictions = self.classifier.predict(texts, batch_size=batch_size)
             self.forward_calls += 1
         except Exception as exc:  # every request in the pass gets the error, not just the runner
             for job in batch:

@@ -160,24 +160,3 @@ def test_importing_the_app_loads_no_model():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
-
-
-def test_length_groups_keep_each_pass_under_a_quarter_padding():
-    from inference.serving import length_groups
-
-    lengths = [20, 22, 21, 95, 25, 23, 90, 24] * 8
-    groups = length_groups(lengths, 32)
-    assert sorted(i for group in groups for i in group) == list(range(len(lengths)))
-    for group in groups:
-        widths = [lengths[i] for i in group]
-        assert len(group) <= 32 and len(group) * max(widths) * 0.75 <= sum(widths)
-    assert len(groups) == 3  # 32 + 16 short ones, then the 16 long ones
-
-
-def test_grouping_by_length_does_not_change_predictions(tiny_adapter):
-    from inference.serving import predict_grouped
-    from mlcore.classify import load_classifier
-
-    classifier = load_classifier("tiny-test", tiny_adapter)
-    texts = REVIEWS * 3
-    assert_same_predictions(predict_grouped(classifier, texts, 32), classifier.predict(texts, batch_size=32))

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from mlcore.classify import Classifier, load_classifier
+from mlcore.classify import Classifier, length_groups, load_classifier
 from mlcore.prompt import render_prompt
 
 LABELS3 = ["positive", "negative", "neutral"]
@@ -91,6 +91,95 @@ def test_the_adapter_brings_its_labels_and_base_model(tiny_run):
     assert classifier.model.config.hidden_size == 64  # the tiny base named in train_config.json
 
 
+def test_length_groups_keep_each_pass_under_a_quarter_padding():
+    lengths = [20, 22, 21, 95, 25, 23, 90, 24] * 8
+    groups = length_groups(lengths, 32)
+    assert sorted(i for group in groups for i in group) == list(range(len(lengths)))
+    for group in groups:
+        widths = [lengths[i] for i in group]
+        assert len(group) <= 32 and len(group) * max(widths) * 0.75 <= sum(widths)
+    assert len(groups) == 3  # 32 + 16 short ones, then the 16 long ones
+
+
+def test_batching_by_length_does_not_change_predictions(tiny_run, small_dataset):
+    result, _ = tiny_run
+    classifier = load_classifier(adapter_dir=result.out_dir, device="cpu")
+    texts = [e.text for e in small_dataset.test] + ["Fine.", "Broke on day two. " * 20]  # very short and long
+    one_by_one = [classifier.predict([text], batch_size=1)[0] for text in texts]
+    assert_same_predictions(classifier.predict(texts, batch_size=32), one_by_one, 1e-5)
+    assert_same_predictions(classifier.predict(texts, batch_size=4), one_by_one, 1e-5)
+
+
 def test_loading_a_directory_without_an_adapter_fails_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         load_classifier(adapter_dir=tmp_path)
+
+
+# --- the fused inference forward (mlcore.fused) ------------------------------------------------
+
+
+def _generic_twin(fused_classifier):
+    """A Classifier on the same (already fused) weights that computes with transformers' forward."""
+    twin = Classifier(fused_classifier.model, fused_classifier.tokenizer, fused_classifier.labels)
+    assert twin._fused is None
+    return twin
+
+
+@pytest.mark.slow
+def test_the_fused_forward_matches_the_transformers_forward_on_smollm2(reviews):
+    fused = load_classifier("smollm2-135m-instruct", device="cpu")  # its own copy: fusing re-points weights
+    assert fused._fused is not None
+    texts = [e.text for e in reviews.test[:12]] + ["", "ok", "Meh. " * 200]  # empty, 1 token, truncated
+    generic = _generic_twin(fused)
+    for batch_size in (1, 5, 16):  # alone, and left-padded batches of mixed lengths
+        assert_same_predictions(
+            fused.predict(texts, batch_size=batch_size, max_text_tokens=64),
+            generic.predict(texts, batch_size=batch_size, max_text_tokens=64),
+            1e-4,
+        )
+    # Against a plain full forward pass too, so the two paths cannot share a mistake.
+    seqs = [[fused.tokenizer.convert_tokens_to_ids(label)] for label in LABELS3]
+    for text, prediction in zip(texts[:3], fused.predict(texts[:3], batch_size=3), strict=True):
+        expected = brute_force_probs(fused.model, fused.tokenizer, text, LABELS3, seqs)
+        assert list(prediction.probs.values()) == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_fusing_keeps_one_copy_of_the_weights():
+    classifier = load_classifier("smollm2-135m-instruct", device="cpu")
+    layer = classifier.model.get_decoder().layers[3]
+    fused_layer = classifier._fused.layers[3]
+    qkv_storage = fused_layer.qkv.untyped_storage().data_ptr()
+    for module in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+        assert module.weight.untyped_storage().data_ptr() == qkv_storage
+    assert layer.mlp.up_proj.weight.untyped_storage().data_ptr() == fused_layer.gate_up.untyped_storage().data_ptr()
+
+
+def test_a_merged_adapter_is_fused_and_an_unmerged_one_is_not(tiny_run):
+    result, _ = tiny_run
+    assert load_classifier(adapter_dir=result.out_dir, merge=True, device="cpu")._fused is not None
+    assert load_classifier(adapter_dir=result.out_dir, merge=False, device="cpu")._fused is None
+
+
+def test_the_fused_forward_handles_attention_biases_like_qwen2(small_dataset):
+    # Qwen2 has biases on q/k/v; no Qwen weights here, so a tiny random Qwen2 with the SmolLM2
+    # tokenizer (same vocabulary size) checks that the fused path adds them exactly as transformers does.
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from mlcore.registry import model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path("tiny-test"))
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, initializer_range=0.1, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config).eval()
+    with torch.no_grad():  # random biases, not the zeros they start as
+        for layer in model.model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                proj.bias.normal_(0, 0.5)
+    texts = [e.text for e in small_dataset.test[:8]]
+    generic = Classifier(model, tokenizer, LABELS3).predict(texts, batch_size=4)
+    fused = Classifier(model, tokenizer, LABELS3, fuse=True)
+    assert fused._fused is not None and fused._fused.layers[0].qkv_bias is not None
+    assert_same_predictions(fused.predict(texts, batch_size=4), generic, 1e-5)
+    assert max(max(p.probs.values()) for p in generic) > 0.4  # the probabilities are not all uniform
