@@ -22,9 +22,11 @@ that load from other processes on a shared machine falls on all alike. Reports r
 batch 1 and batch 32, p50/p95 latency per call, and how often each agrees with the reference
 where the reference produced a valid label.
 
-Without --adapter it uses var/bench/adapter, training it first if missing with QUICK_CONFIG
-(LoRA r=16 on q/k/v/o, 240 training reviews, 1 epoch, batch 8: 30 steps, a few minutes on
-2 idle CPU cores; test accuracy 0.72).
+Without --adapter it uses var/bench/adapter (var/bench/adapter-cuda with --device cuda),
+training it first if missing with QUICK_CONFIG (LoRA r=16 on q/k/v/o, 240 training reviews,
+1 epoch, batch 8: 30 steps, a few minutes on 2 idle CPU cores; test accuracy 0.72).
+
+With --device cuda both methods run in bfloat16 on the GPU (the model as load_base gives it).
 """
 
 from __future__ import annotations
@@ -44,10 +46,10 @@ sys.path.insert(0, str(ROOT))
 # A small, quick adapter (the default lab's preset until it moved to all 7 linear layers and 2
 # epochs): 30 steps. The README's numbers were measured with exactly this adapter.
 QUICK_CONFIG = dict(dataset="reviews", train_limit=240, epochs=1, batch_size=8, lora_r=16, lora_alpha=32,
-                    learning_rate=1e-3, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"), seed=0, device="cpu")
+                    learning_rate=1e-3, target_modules=("q_proj", "k_proj", "v_proj", "o_proj"), seed=0)
 
 
-def train_quick(out_dir: Path) -> Path:
+def train_quick(out_dir: Path, device: str) -> Path:
     from mlcore.data import load_bundled
     from mlcore.train import TrainConfig, train
 
@@ -55,7 +57,7 @@ def train_quick(out_dir: Path) -> Path:
         print(f"reusing the adapter in {out_dir}")
         return out_dir
     print(f"training a quick adapter into {out_dir} ({QUICK_CONFIG}) ...", flush=True)
-    result = train(TrainConfig(**QUICK_CONFIG), load_bundled("reviews"), out_dir)
+    result = train(TrainConfig(**QUICK_CONFIG, device=device), load_bundled("reviews"), out_dir)
     print(f"  done in {result.elapsed_s:.0f} s, test accuracy {result.metrics['accuracy']:.3f}")
     return out_dir
 
@@ -78,12 +80,12 @@ def parse_label(text: str, labels: list[str]) -> str | None:
 class Reference:
     """`generate()` + parsing, the way most tutorials classify with a fine-tuned chat model."""
 
-    def __init__(self, base_name: str, adapter_dir: Path, labels: list[str]):
+    def __init__(self, base_name: str, adapter_dir: Path, labels: list[str], device: str):
         from peft import PeftModel
 
         from mlcore.registry import load_base
 
-        model, tokenizer = load_base(base_name, device="cpu")
+        model, tokenizer = load_base(base_name, device=device)
         self.model = PeftModel.from_pretrained(model, adapter_dir).eval()
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "left"
@@ -95,7 +97,7 @@ class Reference:
         from mlcore.prompt import render_prompt, truncate_text
 
         prompts = [render_prompt(self.tokenizer, truncate_text(self.tokenizer, t, 256)[0], self.labels) for t in texts]
-        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
         with torch.inference_mode():
             out = self.model.generate(
                 **batch, max_new_tokens=5, do_sample=False, pad_token_id=self.tokenizer.pad_token_id
@@ -116,7 +118,8 @@ def run(args) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    adapter = Path(args.adapter) if args.adapter else train_quick(ROOT / "var" / "bench" / "adapter")
+    default_dir = ROOT / "var" / "bench" / ("adapter" if args.device == "cpu" else f"adapter-{args.device}")
+    adapter = Path(args.adapter) if args.adapter else train_quick(default_dir, args.device)
     train_config = json.loads((adapter / "train_config.json").read_text())
     base_name = train_config["base_model"]
     labels = read_labels(adapter)
@@ -125,8 +128,8 @@ def run(args) -> dict:
     texts = [e.text for e in dataset.test][: args.n]
 
     print(f"loading {base_name} + {adapter} twice (reference: PEFT unmerged; ours: merged + prefix cache)", flush=True)
-    reference = Reference(base_name, adapter, labels)
-    ours = load_classifier(base_name, adapter, merge=True)
+    reference = Reference(base_name, adapter, labels, args.device)
+    ours = load_classifier(base_name, adapter, merge=True, device=args.device)
     generic = Classifier(ours.model, ours.tokenizer, ours.labels)  # same weights, transformers' forward
     methods = {
         "reference": reference.predict,
@@ -176,6 +179,8 @@ def run(args) -> dict:
         base_model=base_name,
         torch_threads=torch.get_num_threads(),
         cpu=platform.processor() or platform.machine(),
+        device=torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+        dtype=str(ours.model.dtype).removeprefix("torch."),
         cpu_count=os.cpu_count(),
         load_avg_1min=os.getloadavg()[0],
         torch=torch.__version__,
@@ -186,7 +191,8 @@ def run(args) -> dict:
 def print_table(r: dict) -> None:
     names = {"reference": "generate+parse", "ours": "ours (as served)", "generic": "ours, transformers forward"}
     print()
-    print(f"{r['n_reviews']} reviews, {r['base_model']} + adapter, torch {r['torch']}, {r['torch_threads']} threads, "
+    print(f"{r['n_reviews']} reviews, {r['base_model']} + adapter, {r['dtype']} on {r['device']}, torch {r['torch']}, "
+          f"{r['torch_threads']} threads, "
           f"load average {r['load_avg_1min']:.1f} at the end")
     print(f"{'':32} {'reviews/s':>10} {'p50 ms':>9} {'p95 ms':>9} {'speedup':>8}")
     for batch in (1, 32):
@@ -208,6 +214,8 @@ def main(argv=None) -> int:
                         "default: var/bench/adapter, trained with QUICK_CONFIG if missing")
     parser.add_argument("--n", type=int, default=None, help="use only the first N test reviews")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch's default)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cpu: float32 (default); cuda: bfloat16 on the GPU, both methods")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     results = run(args)

@@ -17,11 +17,13 @@ Same for all three: base model (SmolLM2-135M-Instruct from our var/ cache), the 
 defaults: r=16, alpha=32, dropout 0.05, all 7 linear layers of each block), batch size 8,
 number of optimizer steps, seeds (0, 1, 2 by default; each trainer runs once per seed and its
 speed and macro-F1 are the means over them), AdamW with the same
-learning rate, warmup and linear decay, clipping at 1.0, float32, torch threads and
-OMP_WAIT_POLICY (PASSIVE unless set: see mlcore/__init__.py). TRL's bf16 default is turned
-off: this CPU has no bf16 units and ours runs in float32, so both compute in the same
-precision. Every model is then scored by OUR classifier (label-token scoring) on the same test
-split, so macro-F1 compares what the training produced, not two scoring methods.
+learning rate, warmup and linear decay, clipping at 1.0, precision, torch threads and
+OMP_WAIT_POLICY (PASSIVE unless set: see mlcore/__init__.py). On a CPU (the default) TRL's
+bf16 default is turned off: a CPU without bf16 units runs ours in float32, so both compute in
+the same precision. With --device cuda every trainer loads the model in bfloat16 and TRL's
+bf16 switch is on, and the table adds each trainer's peak GPU memory. Every model is then
+scored by OUR classifier (label-token scoring) on the same test split, so macro-F1 compares
+what the training produced, not two scoring methods.
 
 samples/s counts training examples per second of the training loop (optimizer steps; model
 loading, dataset preparation and the final evaluation excluded). Peak RSS is the process's
@@ -49,17 +51,35 @@ BATCH_SIZE = 8
 # Several seeds, because one is not enough to compare quality: at 40 steps the test macro-F1 of
 # one trainer moves by +-0.03 from seed to seed (ours: 0.860 / 0.828 / 0.861 for seeds 0-2).
 SEEDS = (0, 1, 2)
+# "cpu" (float32, the floors in issue 4) or "cuda" (bfloat16 for every trainer); set by --device.
+DEVICE = "cpu"
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def gpu_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name()
+
+
+def peak_gpu_mb() -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if on_gpu() else None
+
+
 def bench_config(model: str, steps: int, seed: int):
     from mlcore.train import TrainConfig
 
     # epochs only bounds the run; max_steps decides its length.
-    return TrainConfig(base_model=model, batch_size=BATCH_SIZE, max_steps=steps, epochs=100, seed=seed, device="cpu")
+    return TrainConfig(base_model=model, batch_size=BATCH_SIZE, max_steps=steps, epochs=100, seed=seed, device=DEVICE)
+
+
+def on_gpu() -> bool:
+    return DEVICE == "cuda"
 
 
 def run_ours(model: str, steps: int, seed: int) -> dict:
@@ -73,12 +93,12 @@ def run_ours(model: str, steps: int, seed: int) -> dict:
 
     def report(event):
         if event["type"] == "step" and event["step"] == event["total_steps"]:
-            rss["peak"] = peak_rss_mb()  # before the test evaluation
+            rss["peak"], rss["gpu"] = peak_rss_mb(), peak_gpu_mb()  # before the test evaluation
 
     with tempfile.TemporaryDirectory() as out:
         result = train(bench_config(model, steps, seed), dataset, out, report=report)
-    return {"samples_per_s": result.samples_per_s, "peak_rss_mb": rss["peak"], "macro_f1": result.metrics["macro_f1"],
-            "accuracy": result.metrics["accuracy"], "steps": result.steps}
+    return {"samples_per_s": result.samples_per_s, "peak_rss_mb": rss["peak"], "peak_gpu_mb": rss["gpu"],
+            "macro_f1": result.metrics["macro_f1"], "accuracy": result.metrics["accuracy"], "steps": result.steps}
 
 
 def run_trl(model_name: str, steps: int, seed: int, padded: bool) -> dict:
@@ -106,7 +126,7 @@ def run_trl(model_name: str, steps: int, seed: int, padded: bool) -> dict:
         }
         for e in reviews.train
     ]
-    model, tokenizer = load_base(model_name, device="cpu")
+    model, tokenizer = load_base(model_name, device=DEVICE)
     with tempfile.TemporaryDirectory() as out:
         args = SFTConfig(
             output_dir=out,
@@ -120,8 +140,8 @@ def run_trl(model_name: str, steps: int, seed: int, padded: bool) -> dict:
             max_length=config.max_length,
             pad_to_multiple_of=128 if padded else None,
             seed=seed,
-            bf16=False,  # see the module docstring: same float32 precision as ours
-            use_cpu=True,
+            bf16=on_gpu(),  # see the module docstring: the same precision as ours on each device
+            use_cpu=not on_gpu(),
             report_to="none",
             save_strategy="no",
             logging_steps=10,
@@ -141,13 +161,14 @@ def run_trl(model_name: str, steps: int, seed: int, padded: bool) -> dict:
         tick = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - tick
-        rss = peak_rss_mb()
+        rss, gpu = peak_rss_mb(), peak_gpu_mb()
     trained = trainer.model
     trained.eval()
     test = evaluate(Classifier(trained, tokenizer, reviews.labels), reviews.test)["metrics"]
     return {
         "samples_per_s": steps * BATCH_SIZE / seconds,
         "peak_rss_mb": rss,
+        "peak_gpu_mb": gpu,
         "macro_f1": test["macro_f1"],
         "accuracy": test["accuracy"],
         "steps": trainer.state.global_step,
@@ -168,6 +189,7 @@ def summarize(runs: list[dict]) -> dict:
     return {
         "samples_per_s": statistics.fmean(r["samples_per_s"] for r in runs),
         "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "peak_gpu_mb": max(r["peak_gpu_mb"] for r in runs) if on_gpu() else None,
         "macro_f1": statistics.fmean(f1s),
         "macro_f1_per_seed": f1s,
         "accuracy": statistics.fmean(r["accuracy"] for r in runs),
@@ -185,6 +207,7 @@ def run_all(model: str, steps: int, seeds: list[int]) -> dict:
             print(f"running {name} ({steps} steps, seed {seed}) ...", file=sys.stderr, flush=True)
             with tempfile.NamedTemporaryFile(suffix=".json") as f:
                 cmd = [sys.executable, __file__, "--worker", name, "--model", model, "--steps", str(steps),
+                       "--device", DEVICE,
                        "--seeds", str(seed), "--result", f.name]
                 subprocess.run(cmd, check=True, cwd=ROOT, env=env)
                 runs[name].append(json.loads(Path(f.name).read_text()))
@@ -192,7 +215,8 @@ def run_all(model: str, steps: int, seeds: list[int]) -> dict:
     results["speedup_vs_default"] = results["ours"]["samples_per_s"] / results["trl_default"]["samples_per_s"]
     results["speedup_vs_padded128"] = results["ours"]["samples_per_s"] / results["trl_padded128"]["samples_per_s"]
     results["settings"] = {
-        "model": model, "steps": steps, "batch_size": BATCH_SIZE, "seeds": seeds, "omp_wait_policy": env["OMP_WAIT_POLICY"],
+        "model": model, "steps": steps, "batch_size": BATCH_SIZE, "seeds": seeds, "device": DEVICE,
+        "omp_wait_policy": env["OMP_WAIT_POLICY"],
         "torch_threads": runs["ours"][0].get("torch_threads"), "load_avg_1min": os.getloadavg()[0],
     }
     return results
@@ -200,9 +224,11 @@ def run_all(model: str, steps: int, seeds: list[int]) -> dict:
 
 def print_table(r: dict) -> None:
     s = r["settings"]
-    print(f"\n{s['model']}, {s['steps']} steps x batch {s['batch_size']}, seeds {s['seeds']}, float32 on CPU, "
+    print(f"\n{s['model']}, {s['steps']} steps x batch {s['batch_size']}, seeds {s['seeds']}, "
+          f"{'bfloat16 on ' + gpu_name() if on_gpu() else 'float32 on CPU'}, "
           f"{s['torch_threads']} torch threads; mean over the seeds")
-    print(f"{'trainer':<40} {'samples/s':>9} {'peak RSS MB':>11} {'macro-F1':>8} {'speed ratio':>11}  F1 per seed")
+    gpu_column = f" {'peak GPU MB':>11}" if on_gpu() else ""
+    print(f"{'trainer':<40} {'samples/s':>9} {'peak RSS MB':>11}{gpu_column} {'macro-F1':>8} {'speed ratio':>11}  F1 per seed")
     names = {
         "ours": "ours (mlcore.train)",
         "trl_default": "TRL SFTTrainer defaults (grad ckpt on)",
@@ -212,7 +238,8 @@ def print_table(r: dict) -> None:
         row = r[key]
         ratio = r["ours"]["samples_per_s"] / row["samples_per_s"]
         per_seed = " ".join(f"{f:.3f}" for f in row["macro_f1_per_seed"])
-        print(f"{names[key]:<40} {row['samples_per_s']:9.2f} {row['peak_rss_mb']:11.0f} {row['macro_f1']:8.3f} "
+        gpu_cell = f" {row['peak_gpu_mb']:11.0f}" if on_gpu() else ""
+        print(f"{names[key]:<40} {row['samples_per_s']:9.2f} {row['peak_rss_mb']:11.0f}{gpu_cell} {row['macro_f1']:8.3f} "
               f"{ratio:10.2f}x  {per_seed}")
     print(f"ours is {r['speedup_vs_default']:.2f}x TRL defaults and {r['speedup_vs_padded128']:.2f}x TRL padded to 128")
 
@@ -222,10 +249,14 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps per trainer (default 40)")
     parser.add_argument("--model", default="smollm2-135m-instruct", help="registry name of the base model")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cpu: float32 (default); cuda: bfloat16 on the GPU for every trainer")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--worker", choices=TRAINERS, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    global DEVICE
+    DEVICE = args.device
     if args.worker:
         Path(args.result).write_text(json.dumps(worker(args.worker, args.model, args.steps, int(args.seeds))))
         return 0

@@ -4,8 +4,9 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from mlcore.classify import Classifier, length_groups, load_classifier
+from mlcore.classify import MAX_PADDING, Classifier, fusing_pays_on, length_groups, load_classifier, max_padding_for
 from mlcore.prompt import render_prompt
 
 LABELS3 = ["positive", "negative", "neutral"]
@@ -101,6 +102,19 @@ def test_length_groups_keep_each_pass_under_a_quarter_padding():
     assert len(groups) == 3  # 32 + 16 short ones, then the 16 long ones
 
 
+def test_on_a_gpu_batches_are_padded_rather_than_split_and_not_fused():
+    # A GPU pays per kernel launch, not per token (bench/README.md, H200 numbers): one pass per
+    # batch_size texts, still sorted by length; the CPU keeps its padding cap and fused forward.
+    lengths = [20, 22, 21, 95, 25, 23, 90, 24] * 8
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    groups = length_groups(lengths, 32, max_padding_for(gpu))
+    assert [len(group) for group in groups] == [32, 32]
+    order = [i for group in groups for i in group]
+    assert [lengths[i] for i in order] == sorted(lengths)
+    assert max_padding_for(cpu) == MAX_PADDING and len(length_groups(lengths, 32, max_padding_for(cpu))) == 3
+    assert fusing_pays_on(cpu) and not fusing_pays_on(gpu)
+
+
 def test_batching_by_length_does_not_change_predictions(tiny_run, small_dataset):
     result, _ = tiny_run
     classifier = load_classifier(adapter_dir=result.out_dir, device="cpu")
@@ -153,6 +167,17 @@ def test_fusing_keeps_one_copy_of_the_weights():
     for module in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
         assert module.weight.untyped_storage().data_ptr() == qkv_storage
     assert layer.mlp.up_proj.weight.untyped_storage().data_ptr() == fused_layer.gate_up.untyped_storage().data_ptr()
+
+
+def test_the_fused_matmuls_use_onednn_on_a_cpu_and_f_linear_elsewhere():
+    from mlcore.fused import _onednn_linear, pick_linear
+
+    weight = torch.randn(96, 64)
+    if torch.backends.mkldnn.is_available():  # every x86 build of torch
+        assert pick_linear(weight) is _onednn_linear
+        x = torch.randn(3, 5, 64)
+        torch.testing.assert_close(_onednn_linear(x, weight, torch.ones(96)), F.linear(x, weight, torch.ones(96)))
+    assert pick_linear(weight.to(torch.bfloat16)) is F.linear
 
 
 def test_a_merged_adapter_is_fused_and_an_unmerged_one_is_not(tiny_run):
