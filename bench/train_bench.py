@@ -207,8 +207,7 @@ def run_all(model: str, steps: int, seeds: list[int]) -> dict:
             print(f"running {name} ({steps} steps, seed {seed}) ...", file=sys.stderr, flush=True)
             with tempfile.NamedTemporaryFile(suffix=".json") as f:
                 cmd = [sys.executable, __file__, "--worker", name, "--model", model, "--steps", str(steps),
-                       "--device", DEVICE,
-                       "--seeds", str(seed), "--result", f.name]
+                       "--device", DEVICE, "--seeds", str(seed), "--result", f.name]
                 subprocess.run(cmd, check=True, cwd=ROOT, env=env)
                 runs[name].append(json.loads(Path(f.name).read_text()))
     results = {name: summarize(runs[name]) for name in TRAINERS}

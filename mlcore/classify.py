@@ -102,7 +102,8 @@ class Classifier:
         max_text_tokens: int = DEFAULT_MAX_TEXT_TOKENS,
         fuse: bool = False,
     ):
-        """fuse=True: compute with mlcore.fused (same results, faster) when the model allows it.
+        """fuse=True: compute with mlcore.fused (same results, faster) when the model allows it
+        and it pays on the model's device (fusing_pays_on: CPUs only).
         It re-points the model's Linear weights at fused storage, so pass it only for a model
         this Classifier owns and that will not be trained further."""
         self.model = model
