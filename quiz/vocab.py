@@ -7,6 +7,7 @@ TOPICS: tuple[str, ...] = (
     "fundamentals", "lora", "qlora", "peft", "quantization", "label-masking", "data", "hyperparameters",
     "evaluation", "rag", "prompting", "deployment", "cost", "training-dynamics", "alignment", "mlops",
     "tokenization", "classification", "behavioral",
+    "preference-tuning", "distributed-training", "serving", "lora-variants", "synthetic-data",
 )
 
 # The lab catalog's slugs; a question with a `lab` links to /labs/<slug>/.
@@ -38,5 +39,6 @@ class Status(models.TextChoices):
 
 
 def topic_label(topic: str) -> str:
-    return {"lora": "LoRA", "qlora": "QLoRA", "peft": "PEFT", "rag": "RAG", "mlops": "MLOps"}.get(
+    return {"lora": "LoRA", "qlora": "QLoRA", "peft": "PEFT", "rag": "RAG", "mlops": "MLOps",
+            "lora-variants": "LoRA variants"}.get(
         topic, topic.replace("-", " ").capitalize())
