@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: run test setup lint bench bench-train bench-infer clean-var
+.PHONY: run test setup lint browser bench bench-train bench-infer clean-var
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,20 @@ run: setup
 lint: $(VENV)/.dev-deps
 	$(VENV)/bin/ruff check .
 
-test: $(VENV)/.dev-deps lint
+# The browser tests drive Debian's chromium through Playwright (never `playwright install`).
+# As root, install it; otherwise stop before the suite with the one command to run.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "$(CHROMIUM) is missing; install it with: sudo apt-get update && sudo apt-get install -y chromium" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+test: browser $(VENV)/.dev-deps lint
 	$(PY) -m pytest
 
 bench: bench-train bench-infer
