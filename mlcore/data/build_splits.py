@@ -7,6 +7,9 @@ mlcore/data/reviews/{train,validation,test}.jsonl (positive/negative/neutral) an
 mlcore/data/reviews-mixed/... (the same lines plus the "mixed" ones). Both variants are split
 from ONE assignment of texts to splits, so a test review of either variant is never a training
 review of the other (the "add a 4th label" lab trains on one and tests on the other).
+
+Each group of raw files in SPLIT_GROUPS is split on its own, so adding a file of new reviews
+never moves an existing review to another split (a test review stays a test review).
 """
 
 from __future__ import annotations
@@ -19,11 +22,19 @@ from mlcore.data import DATA_DIR, LABEL_ORDER, SPLITS, stratified_split
 
 SEED = 20240601
 RAW_DIR = DATA_DIR / "raw"
+# Raw files split together. part_a/part_b were the first release; part_c (short, telegraphic
+# reviews and one-line film/book verdicts) came later and is split separately.
+SPLIT_GROUPS = (("part_a.jsonl", "part_b.jsonl"), ("part_c.jsonl",))
 
 
 def read_raw() -> list[dict]:
+    """Every raw line in SPLIT_GROUPS order, duplicates dropped; each row says its group."""
+    listed = [name for group in SPLIT_GROUPS for name in group]
+    unlisted = sorted({p.name for p in RAW_DIR.glob("part_*.jsonl")} - set(listed))
+    if unlisted:
+        sys.exit(f"{', '.join(unlisted)}: add to SPLIT_GROUPS in build_splits.py")
     rows, seen = [], {}
-    for path in sorted(RAW_DIR.glob("part_*.jsonl")):
+    for group, path in ((g, RAW_DIR / name) for g, names in enumerate(SPLIT_GROUPS) for name in names):
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip():
                 continue
@@ -37,16 +48,20 @@ def read_raw() -> list[dict]:
                 print(f"skipping {where}: duplicate of {seen[key]}", file=sys.stderr)
                 continue
             seen[key] = where
-            rows.append({k: row.get(k) for k in ("text", "label", "category", "style")})
+            rows.append({k: row.get(k) for k in ("text", "label", "category", "style")} | {"group": group})
     return rows
 
 
 def build() -> dict[str, str]:
     """{"reviews/train.jsonl": file content, ...}: every split file, from the raw files."""
     rows = read_raw()
-    # One stratified split over all lines (stratified by label, mixed included) fixes each
-    # text's split; the 3-label set is that assignment minus the mixed lines.
-    parts = stratified_split(rows, SEED, label_of=lambda row: row["label"])
+    # Per group, one stratified split over all its lines (stratified by label, mixed included)
+    # fixes each text's split; the 3-label set is that assignment minus the mixed lines.
+    parts = [[] for _ in SPLITS]
+    for group in range(len(SPLIT_GROUPS)):
+        members = [{k: v for k, v in row.items() if k != "group"} for row in rows if row["group"] == group]
+        for part, split in zip(parts, stratified_split(members, SEED, label_of=lambda row: row["label"]), strict=True):
+            part.extend(split)
     files = {}
     for split, part in zip(SPLITS, parts, strict=True):
         for name, kept in (("reviews-mixed", part), ("reviews", [r for r in part if r["label"] != "mixed"])):

@@ -8,7 +8,10 @@ import pytest
 
 from labs.models import Run
 from labs.services import run_execute
+from mlcore.data import load_bundled
 from tests.labs.conftest import make_run
+
+TEST_REVIEWS = len(load_bundled("reviews").test)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("one_torch_thread")]
 
@@ -21,7 +24,7 @@ def test_a_fewshot_run_scores_the_prompted_base_model_without_training(owner, ow
     assert (run.worker_host, run.celery_task_id) == ("here", "t-1") and run.started_at and run.finished_at
     train = run.metrics["train"]
     assert train["shots"] == 6 and train["steps"] == 0 and train["extra_prompt_tokens"] > 6 * 5
-    assert run.metrics["test"]["n"] == run.metrics["zero_shot"]["n"] == len(run.predictions) == 151
+    assert run.metrics["test"]["n"] == run.metrics["zero_shot"]["n"] == len(run.predictions) == TEST_REVIEWS
     assert not (run.artifact_dir / "adapter_config.json").exists()
     # No adapter: nothing to download.
     assert owner_client.get(f"/labs/runs/{run.pk}/download/").status_code == 404
@@ -38,7 +41,7 @@ def test_a_fine_tune_succeeds_and_a_waiting_continuation_starts_from_its_adapter
     assert parent.status == Run.Status.SUCCEEDED, parent.error
     test = parent.metrics["test"]
     assert test["labels"] == ["positive", "negative", "neutral"] and 0 <= test["accuracy"] <= 1
-    assert parent.metrics["zero_shot"]["n"] == test["n"] == 151
+    assert parent.metrics["zero_shot"]["n"] == test["n"] == TEST_REVIEWS
     steps = [e.payload for e in parent.events.filter(type="step").order_by("seq")]
     assert [s["step"] for s in steps] == [1, 2] and steps[-1]["total_steps"] == 2
     assert any(row["supervised"] for row in parent.token_view) and not all(row["supervised"] for row in parent.token_view)
