@@ -27,6 +27,62 @@ _FRONT_MATTER_RE = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*\n(.*)\Z", re.DOTAL
 _QUESTION_RE = re.compile(r"^## Question[ \t]*$", re.MULTILINE)
 _ANSWER_RE = re.compile(r"^## Answer[ \t]*$", re.MULTILINE)
 
+# Every fenced code block in a question or an answer says what it is, in its info string
+# (Python-Markdown's attribute form, so the renderer shows a normal code block):
+#   ```{.python .runnable}  runs as shown against the pinned libraries; tests/quiz/test_bank_code.py
+#                           executes it. It may use two names the test defines: TOKENIZER_PATH (a
+#                           folder with the bundled SmolLM2-135M-Instruct tokenizer) and
+#                           TINY_MODEL_PATH (the tiny random test model with that tokenizer).
+#   ```{.LANG .sketch}      shown, never run: it needs a GPU, a download or a service, or is not code.
+CODE_MARKERS = ("runnable", "sketch")
+_FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})[ \t]*(.*)$")
+
+
+@dataclass
+class CodeBlock:
+    number: int  # 1-based, in order of appearance within its section
+    line: int  # 1-based line of the opening fence within its section
+    lang: str
+    marker: str  # one of CODE_MARKERS, or "" when the block has none
+    code: str
+
+
+def code_blocks(text: str) -> list[CodeBlock]:
+    """The fenced code blocks of a markdown section, with their language and marker."""
+    blocks, lines, i = [], text.split("\n"), 0
+    while i < len(lines):
+        opening = _FENCE_RE.match(lines[i])
+        if not opening:
+            i += 1
+            continue
+        fence, info = opening.group(1), opening.group(2).strip()
+        body, j = [], i + 1
+        while j < len(lines):
+            closing = _FENCE_RE.match(lines[j])
+            if closing and closing.group(1)[0] == fence[0] and len(closing.group(1)) >= len(fence) \
+                    and not closing.group(2).strip():
+                break
+            body.append(lines[j])
+            j += 1
+        words = info[1:-1].split() if info.startswith("{") and info.endswith("}") else info.split()
+        classes = [w.lstrip(".") for w in words]
+        marker = next((c for c in classes if c in CODE_MARKERS), "")
+        lang = next((c for c in classes if c not in CODE_MARKERS), "")
+        blocks.append(CodeBlock(len(blocks) + 1, i + 1, lang, marker if info.startswith("{") else "",
+                                "\n".join(body)))
+        i = j + 1
+    return blocks
+
+
+def _check_code_blocks(path, section: str, text: str) -> None:
+    for block in code_blocks(text):
+        where = f"code block {block.number} (line {block.line} of the section)"
+        if not block.marker:
+            raise BankError(path, section, f"{where} has no marker: open it with ```{{.python .runnable}} "
+                                           f"(a test runs it) or ```{{.{block.lang or 'text'} .sketch}} (never run)")
+        if block.marker == "runnable" and block.lang != "python":
+            raise BankError(path, section, f"{where} is marked runnable but is not python ({block.lang or 'no language'})")
+
 
 class BankError(Exception):
     def __init__(self, path: Path | str, field_name: str, reason: str):
@@ -168,6 +224,8 @@ def validate_question(path: Path, meta: dict, prompt: str, answer: str) -> Quest
                         very_often=meta["very_often"], status=status, hint=hint, rubric=[r.strip() for r in rubric],
                         prompt=prompt, answer=answer, lab=lab, path=str(path))
     _validate_kind_fields(path, meta, data)
+    _check_code_blocks(path, "## Question", prompt)
+    _check_code_blocks(path, "## Answer", answer)
     return data
 
 

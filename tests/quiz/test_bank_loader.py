@@ -6,7 +6,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from quiz.bank import BANK_DIR, read_bank
+from quiz.bank import BANK_DIR, code_blocks, read_bank
 from quiz.models import Question, QuestionRevision, Quiz
 from tests.quiz.conftest import NUMERIC_FILE, SINGLE_FILE, VALID_FILE, write_bank
 
@@ -55,12 +55,28 @@ def bad_bank_error(tmp_path, name: str, text: str) -> str:
     ("Bad_Slug.md", VALID_FILE.format(slug="Bad_Slug"), "slug", "must match"),
     ("extra-field.md", VALID_FILE.format(slug="extra-field").replace("status: published", "status: published\nauthor: me"),
      "author", "unknown field"),
+    ("unmarked-code.md", VALID_FILE.format(slug="unmarked-code").replace(
+        "The rank of the low-rank update **BA**.", "Text.\n\n```{.text .sketch}\nh = W x\n```\n\n```python\nprint(1)\n```"),
+     "## Answer", "code block 2 (line 7 of the section) has no marker"),
+    ("unmarked-prompt-code.md", VALID_FILE.format(slug="unmarked-prompt-code").replace(
+        "What does `r=16` mean?", "What does this do?\n\n~~~\nLoraConfig(r=16)\n~~~"),
+     "## Question", "code block 1 (line 3 of the section) has no marker"),
+    ("runnable-bash.md", VALID_FILE.format(slug="runnable-bash").replace(
+        "The rank of the low-rank update **BA**.", "```{.bash .runnable}\nls\n```"),
+     "## Answer", "marked runnable but is not python"),
 ])
 def test_a_bad_file_names_the_file_and_field_and_writes_nothing(tmp_path, db, name, text, field, reason):
     output = bad_bank_error(tmp_path, name, text)
     line = next(line for line in output.splitlines() if name in line)
     assert f"{name}: {field}: " in line
     assert reason in line
+
+
+def test_code_blocks_carry_their_language_and_marker():
+    text = "Intro\n\n```{.python .runnable}\nx = 1\n\n```\nmiddle\n````{.json .sketch}\n```\n{}\n````\n"
+    blocks = code_blocks(text)
+    assert [(b.number, b.line, b.lang, b.marker) for b in blocks] == [(1, 3, "python", "runnable"), (2, 8, "json", "sketch")]
+    assert blocks[0].code == "x = 1\n" and blocks[1].code == "```\n{}"
 
 
 def test_a_multi_question_with_one_correct_choice_is_rejected(tmp_path, db):
