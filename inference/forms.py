@@ -14,6 +14,7 @@ class PlaygroundForm(forms.Form):
     text = forms.CharField(label="Review", required=False,
                            widget=forms.Textarea(attrs={"rows": 4, "placeholder": "Type a product review…"}))
     per_line = forms.BooleanField(label="Each line is a separate review", required=False)
+    one_review = forms.BooleanField(label="All lines are one review", required=False)
     csv_file = forms.FileField(label="…or upload a CSV", required=False,
                                help_text="A column named text (or the first column); a label column, if present, is compared.")
 
@@ -32,9 +33,17 @@ class PlaygroundForm(forms.Form):
             text = (data.get("text") or "").strip()
             if not text:
                 raise forms.ValidationError("The text is empty: type a review (or paste several, one per line), or upload a CSV.")
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            if data.get("per_line") and data.get("one_review"):
+                raise forms.ValidationError("Tick either “Each line is a separate review” or “All lines are one review”, "
+                                            "not both.", code="ambiguous_lines")
+            if len(lines) > 1 and not data.get("per_line") and not data.get("one_review"):
+                # One label for a pasted list is almost never what was meant: ask rather than guess.
+                raise forms.ValidationError(f"Your text has {len(lines)} lines. Tick “Each line is a separate review” "
+                                            "for one label per line, or “All lines are one review” for one label.",
+                                            code="ambiguous_lines")
             if data.get("per_line"):
-                data["texts"] = [line.strip() for line in text.splitlines() if line.strip()]
-                data["batch"] = True
+                data["texts"], data["batch"] = lines, True
             else:
                 data["texts"], data["batch"] = [text], False
         limit = settings.PLAYGROUND_MAX_TEXTS

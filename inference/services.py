@@ -66,10 +66,10 @@ class Classified:
 
 
 def base_model_names() -> list[str]:
-    """Base models this server offers for zero-shot classification, default first."""
-    from mlcore.registry import user_models
+    """Base models this server offers for zero-shot classification (weights on disk), default first."""
+    from mlcore.registry import available_user_models
 
-    names = [spec.name for spec in user_models()]
+    names = [spec.name for spec in available_user_models()]
     if settings.LABS_ALLOW_TEST_MODEL:  # the tiny random model, for tests only
         names.append("tiny-test")
     return names
@@ -101,6 +101,10 @@ def target_for_base(name: str, labels=None) -> Target:
     from mlcore.registry import get_spec
 
     if name not in base_model_names():
+        from mlcore.registry import BASE_MODELS, how_to_provide
+
+        if name in BASE_MODELS and BASE_MODELS[name].user_visible:  # known, but its weights are not here
+            raise ModelUnavailable(how_to_provide(name))
         raise Http404(f"No model named {name!r}. Use a base model ({', '.join(base_model_names())}) "
                       "or one of your runs, e.g. run-12.")
     if labels is not None:

@@ -23,6 +23,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from inference import baselines, services
 from inference.forms import ApiTokenForm, BaselinesForm, PlaygroundForm
 from inference.models import ApiToken
+from mlcore.registry import missing_model_notes
 
 MAX_ACTIVE_TOKENS = 20
 
@@ -38,7 +39,10 @@ def _playground_setup(request):
     if request.GET.get("run"):
         initial = services.target_for_run(user, request.GET["run"]).model_id  # 404 for a run you may not see
     elif request.GET.get("model"):
-        initial = services.target_for_model_id(user, request.GET["model"]).model_id
+        try:
+            initial = services.target_for_model_id(user, request.GET["model"]).model_id
+        except services.ModelUnavailable:
+            pass  # the page names the missing models and how to provide them
     return targets, initial
 
 
@@ -83,7 +87,8 @@ def predictions_csv(rows: list[dict], labels: list[str]) -> str:
 @require_http_methods(["GET", "POST"])
 async def playground(request):
     targets, initial = await sync_to_async(_playground_setup)(request)
-    context = {"targets": targets, "max_texts": settings.PLAYGROUND_MAX_TEXTS}
+    context = {"targets": targets, "max_texts": settings.PLAYGROUND_MAX_TEXTS,
+               "missing_models": missing_model_notes()}
     if request.method == "GET":
         context["form"] = PlaygroundForm(targets=targets, initial={"target": initial})
         return await sync_to_async(render)(request, "inference/playground.html", context)
@@ -92,8 +97,8 @@ async def playground(request):
     context["form"] = form
     status = 200
     if form.is_valid():
-        target = await sync_to_async(services.target_for_model_id)(request.user, form.cleaned_data["target"])
         try:
+            target = await sync_to_async(services.target_for_model_id)(request.user, form.cleaned_data["target"])
             result = await asyncio.to_thread(services.classify, target=target, texts=form.cleaned_data["texts"])
         except services.ModelUnavailable as exc:
             form.add_error(None, str(exc))

@@ -12,9 +12,9 @@ CONFIG_FIELDS = (
 
 
 def base_model_choices() -> list[tuple[str, str]]:
-    from mlcore.registry import BASE_MODELS, user_models
+    from mlcore.registry import BASE_MODELS, available_user_models
 
-    specs = list(user_models())
+    specs = list(available_user_models())  # only what can load here: a missing model would fail the run
     if settings.LABS_ALLOW_TEST_MODEL:  # the tiny random model: tests only, never a learner's choice
         specs += [spec for spec in BASE_MODELS.values() if not spec.user_visible]
     return [(spec.name, spec.label) for spec in specs]
@@ -58,11 +58,16 @@ class RunForm(forms.Form):
     )
 
     def __init__(self, *args, user, lab: Lab, multi_run: bool = False, **kwargs):
+        from mlcore.registry import missing_model_notes
         from mlcore.train import LORA_TARGETS, SCHEDULES
 
         super().__init__(*args, **kwargs)
         self.user, self.lab, self.multi_run = user, lab, multi_run
         self.fields["base_model"].choices = base_model_choices()
+        missing = " ".join(f"Not offered: {note}" for note in missing_model_notes())
+        self.fields["base_model"].help_text = missing
+        self.fields["base_model"].error_messages["invalid_choice"] = (
+            "%(value)s cannot run on this server: its weights are not on disk. " + missing)
         self.fields["dataset"].choices = dataset_choices(user)
         self.fields["target_modules"].choices = [(name, name) for name in LORA_TARGETS]
         self.fields["schedule"].choices = [(name, name) for name in SCHEDULES]

