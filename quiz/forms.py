@@ -12,10 +12,10 @@ RATING_CHOICES = [(1, "Again"), (2, "Hard"), (3, "Good"), (4, "Easy")]
 class QuestionFilterForm(forms.Form):
     q = forms.CharField(required=False, max_length=100, label="Search",
                         widget=forms.TextInput(attrs={"type": "search", "placeholder": "Search title, question, answer"}))
-    topic = forms.ChoiceField(required=False, choices=[("", "Any topic")] + TOPIC_CHOICES)
-    difficulty = forms.ChoiceField(required=False, choices=[("", "Any difficulty")] + Difficulty.choices)
-    kind = forms.ChoiceField(required=False, choices=[("", "Any kind")] + Kind.choices)
-    lab = forms.ChoiceField(required=False, choices=[("", "Any lab")] + [(s, f"Lab: {s}") for s in LAB_SLUGS])
+    topic = forms.ChoiceField(required=False, label="Topic", choices=[("", "Any topic")] + TOPIC_CHOICES)
+    difficulty = forms.ChoiceField(required=False, label="Difficulty", choices=[("", "Any difficulty")] + Difficulty.choices)
+    kind = forms.ChoiceField(required=False, label="Kind", choices=[("", "Any kind")] + Kind.choices)
+    lab = forms.ChoiceField(required=False, label="Lab", choices=[("", "Any lab")] + [(s, f"Lab: {s}") for s in LAB_SLUGS])
     very_often = forms.BooleanField(required=False, label="Asked very often")
     practice = forms.ChoiceField(required=False, choices=[("", "Any practice status")] + PRACTICE_CHOICES,
                                  label="My practice")

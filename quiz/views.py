@@ -41,7 +41,7 @@ from quiz.services import (
     practice_summary,
     progress_by_topic,
 )
-from quiz.vocab import TOPICS, Kind, topic_label
+from quiz.vocab import TOPICS, Difficulty, Kind, topic_label
 
 PAGE_SIZE = 25
 
@@ -93,8 +93,11 @@ def _facets() -> dict:
             topics[t] = topics.get(t, 0) + 1
     return {
         "topics": [(t, topic_label(t), n) for t, n in topics.items() if n],
-        "difficulty": list(published.values_list("difficulty").annotate(n=Count("id")).order_by("difficulty")),
-        "kind": list(published.values_list("kind").annotate(n=Count("id")).order_by("kind")),
+        # (value, label for people, count): chips show "Single choice", never the stored "single".
+        "difficulty": [(name, Difficulty(name).label, n) for name, n in
+                       published.values_list("difficulty").annotate(n=Count("id")).order_by("difficulty")],
+        "kind": [(name, Kind(name).label, n) for name, n in
+                 published.values_list("kind").annotate(n=Count("id")).order_by("kind")],
         "very_often": published.filter(very_often=True).count(),
     }
 
