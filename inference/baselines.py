@@ -25,7 +25,6 @@ from inference.models import BaselineResult
 log = logging.getLogger(__name__)
 Method = BaselineResult.Method
 Status = BaselineResult.Status
-LOCAL_METHODS = (Method.FINETUNED, Method.ZERO_SHOT_LOCAL, Method.FEW_SHOT_LOCAL)
 API_METHODS = (Method.ZERO_SHOT_API, Method.FEW_SHOT_API)
 API_ENV_HINT = ("Set TUNELAB_LLM_API_KEY to enable (and TUNELAB_LLM_BASE_URL, TUNELAB_LLM_MODEL for a server other "
                 "than OpenAI's gpt-4o-mini, e.g. a vLLM server or this site's own /v1), then run the baselines again.")
@@ -176,7 +175,9 @@ def baselines_compute(*, run_id: int) -> list[BaselineResult]:
 
 
 def _shots(row: BaselineResult, context: _Context) -> list:
-    return prompting.balanced_shots(context.train, context.labels, row.k, seed=context.run.config.get("seed", 0)) if row.k else []
+    from mlcore.prompt import pick_shots
+
+    return pick_shots(context.train, context.labels, row.k, seed=context.run.config.get("seed", 0)) if row.k else []
 
 
 def _compute_local(row: BaselineResult, context: _Context, base) -> None:
@@ -191,8 +192,7 @@ def _compute_local(row: BaselineResult, context: _Context, base) -> None:
         shots = _shots(row, context)
         # fuse: the base model was loaded for these rows alone, and the fine-tuned row computes
         # with the fused forward too, so the latencies compare like with like.
-        classifier = (prompting.few_shot_classifier(model, tokenizer, context.labels, shots, fuse=True) if shots
-                      else Classifier(model, tokenizer, context.labels, fuse=True))
+        classifier = Classifier(model, tokenizer, context.labels, shots=shots, fuse=True)
         extra = {"shots": [{"text": s.text, "label": s.label} for s in shots]}
     _store(row, prompting.evaluate_local(classifier, context.test), api=False, extra=extra)
 

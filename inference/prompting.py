@@ -1,6 +1,7 @@
 """Prompting baselines, measured: what fine-tuning is compared against.
 
-Two ways to classify without training, each zero-shot or with k labelled examples:
+Two ways to classify without training, each zero-shot or with k labelled examples (picked by
+mlcore.prompt.pick_shots and written into the prompt by mlcore.prompt, as in labs' few-shot runs):
 - through an LLM API (the `openai` client against any OpenAI-compatible endpoint: gpt-4o-mini,
   a vLLM server, this project's own /v1): the model answers in text, which we parse to a label
   (a reply naming no label is counted wrong and reported);
@@ -14,13 +15,14 @@ Nothing here touches the database: baselines.py turns Evaluations into rows.
 
 from __future__ import annotations
 
-import random
 import re
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
+
+from mlcore.prompt import chat_messages, prompt_token_count
 
 UNPARSEABLE = "(unparseable)"  # stands for a reply naming no label: never equal to a true label
 SAMPLE_REPLIES = 8  # unparseable replies kept for the results page
@@ -57,36 +59,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-# --- examples and prompts ----------------------------------------------------------------------
-
-
-def balanced_shots(train, labels, k: int, *, seed: int = 0) -> list:
-    """k examples from the train split, as evenly spread over the labels as k allows (with 3
-    labels and k=4: 2/1/1), chosen and ordered by the seed, never two of a label in a row
-    when it can be avoided (a streak of one label at the end biases the answer towards it)."""
-    rng = random.Random(seed)
-    pools = {label: [e for e in train if e.label == label] for label in labels}
-    for pool in pools.values():
-        rng.shuffle(pool)
-    order = list(labels)
-    rng.shuffle(order)  # which labels get the extra examples when k is not a multiple
-    shots: list = []
-    while len(shots) < k and any(pools.values()):
-        for label in order:
-            if pools[label] and len(shots) < k:
-                shots.append(pools[label].pop())
-    return shots
-
-
-def chat_messages(text: str, labels, shots=()) -> list[dict]:
-    """The chat the API model sees: the project's system prompt (mlcore.prompt), the examples
-    as earlier user/assistant turns, then the review."""
-    from mlcore.prompt import labels_system_prompt, normalize_text
-
-    messages = [{"role": "system", "content": labels_system_prompt(labels)}]
-    for shot in shots:
-        messages += [{"role": "user", "content": normalize_text(shot.text)}, {"role": "assistant", "content": shot.label}]
-    return messages + [{"role": "user", "content": normalize_text(text)}]
+# --- replies ---------------------------------------------------------------------------------------
 
 
 def parse_label(reply: str | None, labels) -> str | None:
@@ -191,12 +164,9 @@ def evaluate_local(classifier, examples) -> Evaluation:
         latencies.append((time.perf_counter() - tick) * 1000)
     busy = time.perf_counter() - started
     metrics = compute_metrics([e.label for e in examples], predicted, classifier.labels)
-    tokenizer = classifier.tokenizer
-    from mlcore.prompt import render_prompt
-
     # Tokens the model reads per classification, for comparison with the API rows (the shared
     # prefix is computed once per loaded model, but an API bills it on every call).
-    prompt_tokens = sum(len(tokenizer(render_prompt(tokenizer, e.text, classifier.labels), add_special_tokens=False)["input_ids"])
+    prompt_tokens = sum(prompt_token_count(classifier.tokenizer, e.text, classifier.labels, classifier.shots)
                         for e in examples)
     return Evaluation(
         n=len(examples), accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"],
@@ -204,13 +174,3 @@ def evaluate_local(classifier, examples) -> Evaluation:
         prompt_tokens=prompt_tokens, completion_tokens=0, busy_s=busy,
         details={"metrics": metrics, "mean_latency_ms": statistics.fmean(latencies) if latencies else 0.0},
     )
-
-
-def few_shot_classifier(model, tokenizer, labels, shots, *, fuse: bool = False):
-    """The base model with `shots` as earlier chat turns. The examples land in the shared
-    prefix, whose key/value cache is computed once, so each review costs about what it costs
-    zero-shot (attention over a longer prefix aside) — unlike an API, which bills them per call."""
-    from labs.training import FewShotTokenizer
-    from mlcore.classify import Classifier
-
-    return Classifier(model, FewShotTokenizer(tokenizer, shots), list(labels), fuse=fuse)

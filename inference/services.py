@@ -17,7 +17,6 @@ from django.http import Http404
 
 from inference.serving import Loaded, classifiers
 
-ZERO_SHOT_LABELS = ("positive", "negative", "neutral")  # the bundled dataset's labels
 MAX_TEXT_CHARS = 20_000  # cut before tokenising: far past the token limit, and cheap to tokenise
 
 
@@ -48,11 +47,9 @@ class Target:
 
     @property
     def cache_key(self) -> tuple:
-        return ("run", self.run_id, str(self.adapter_dir)) if self.run_id else ("base", self.base_model, self.labels)
-
-    @property
-    def is_zero_shot(self) -> bool:
-        return self.adapter_dir is None
+        # The model only: labels are applied per call (Loaded.predict), so callers alternating
+        # label lists share one loaded model instead of reloading it on every request.
+        return ("run", self.run_id, str(self.adapter_dir)) if self.run_id else ("base", self.base_model)
 
 
 @dataclass
@@ -60,6 +57,7 @@ class Classified:
     predictions: list  # mlcore.classify.Prediction, in input order
     latency_ms: float
     loaded: Loaded
+    labels: tuple[str, ...] = ()  # the labels scored, in order
 
 
 # --- which model ---------------------------------------------------------------------------
@@ -97,7 +95,7 @@ def target_for_run(user, run_id) -> Target:
 
 
 def target_for_base(name: str, labels=None) -> Target:
-    from mlcore.data import LABEL_ORDER
+    from mlcore.data import DEFAULT_LABELS, LABEL_ORDER
     from mlcore.registry import get_spec
 
     if name not in base_model_names():
@@ -108,11 +106,12 @@ def target_for_base(name: str, labels=None) -> Target:
         raise Http404(f"No model named {name!r}. Use a base model ({', '.join(base_model_names())}) "
                       "or one of your runs, e.g. run-12.")
     if labels is not None:
-        if (not isinstance(labels, list) or len(labels) < 2 or len(set(labels)) != len(labels)
+        if (not isinstance(labels, list) or not all(isinstance(label, str) for label in labels)
+                or len(labels) < 2 or len(set(labels)) != len(labels)
                 or any(label not in LABEL_ORDER for label in labels)):
             raise InputError(f"labels must be a list of at least two different labels from {', '.join(LABEL_ORDER)}",
                              param="labels")
-    labels = tuple(labels or ZERO_SHOT_LABELS)
+    labels = tuple(labels or DEFAULT_LABELS)
     return Target(model_id=name, title=f"{get_spec(name).label} (zero-shot)", base_model=name, labels=labels)
 
 
@@ -131,10 +130,9 @@ def targets_for_user(user) -> list[Target]:
     """What `user` can classify with: their servable runs (newest first), then base models."""
     from labs.models import Run
 
-    runs = (Run.objects.visible_to(user).filter(status=Run.Status.SUCCEEDED, mode=Run.Mode.FINETUNE)
+    # Everyone's list shows their own runs; staff may still serve anyone's run by id (target_for_run).
+    runs = (Run.objects.visible_to(user).filter(owner=user, status=Run.Status.SUCCEEDED, mode=Run.Mode.FINETUNE)
             .select_related("lab").order_by("-created_at"))
-    if not user.is_staff:
-        runs = runs.filter(owner=user)  # staff may serve any run by id, but the list shows their own
     return [_run_target(run) for run in runs[:100]] + [target_for_base(name) for name in base_model_names()]
 
 
@@ -158,11 +156,37 @@ def clean_texts(texts, *, limit: int) -> list[str]:
                          code="too_many_texts", param="texts", limit=limit)
     for i, text in enumerate(texts):
         if not isinstance(text, str):
-            raise InputError(f"texts[{i}] must be a string", param="texts")
+            raise InputError(f"texts[{i}] must be a string, not {json_type(text)}", param="texts")
+        problem = text_problem(text)
+        if problem:
+            raise InputError(f"texts[{i}] {problem}", param="texts", code="invalid_text")
         if not text.strip():
             raise InputError(f"texts[{i}] is empty: give the review text to classify" if len(texts) > 1
                              else "The text is empty: give the review text to classify.", param="texts", code="empty_text")
     return texts
+
+
+def json_type(value) -> str:
+    """A JSON value's type in the words of JSON, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def text_problem(text: str) -> str | None:
+    """Why a text cannot be classified (or None): a NUL, or a lone surrogate, which JSON's
+    \\uD800 escapes can carry but which is not Unicode text (the tokenizer would fail on it)."""
+    if "\x00" in text:
+        return "contains a NUL character (\\u0000): remove it"
+    try:
+        text.encode("utf-8")  # fails exactly on a surrogate, at C speed
+    except UnicodeEncodeError as exc:
+        return f"contains a lone surrogate (U+{ord(text[exc.start]):04X}), which is not valid Unicode text"
+    return None
 
 
 # --- classifying ---------------------------------------------------------------------------
@@ -208,12 +232,13 @@ def classify(*, target: Target, texts: list[str]) -> Classified:
     texts = [text[:MAX_TEXT_CHARS] if len(text) > MAX_TEXT_CHARS else text for text in texts]
     cut = [len(text) >= MAX_TEXT_CHARS for text in texts]
     loaded = loaded_classifier(target)
-    predictions = loaded.predict(texts, batch_size=settings.INFERENCE_BATCH_SIZE)
+    predictions = loaded.predict(texts, batch_size=settings.INFERENCE_BATCH_SIZE, labels=target.labels)
     if any(cut):
         from dataclasses import replace
 
         predictions = [replace(p, truncated=True) if c else p for p, c in zip(predictions, cut, strict=True)]
-    return Classified(predictions, (time.perf_counter() - tick) * 1000, loaded)
+    labels = tuple(target.labels) if target.labels else tuple(loaded.labels)
+    return Classified(predictions, (time.perf_counter() - tick) * 1000, loaded, labels)
 
 
 def prediction_json(prediction) -> dict:
@@ -223,12 +248,11 @@ def prediction_json(prediction) -> dict:
 def usage(loaded: Loaded, text: str, label: str) -> dict:
     """OpenAI-style token usage of one classification: the whole templated prompt the model
     reads, and the label's tokens as the completion (it is what the answer holds)."""
-    from mlcore.prompt import DEFAULT_MAX_TEXT_TOKENS, render_prompt, truncate_text
+    from mlcore.prompt import prompt_token_count, truncate_text
 
     classifier = loaded.classifier
     tokenizer = classifier.tokenizer
-    max_tokens = getattr(classifier, "max_text_tokens", DEFAULT_MAX_TEXT_TOKENS)
-    text, _ = truncate_text(tokenizer, text[:MAX_TEXT_CHARS], max_tokens)
-    prompt = len(tokenizer(render_prompt(tokenizer, text, classifier.labels), add_special_tokens=False)["input_ids"])
+    text, _ = truncate_text(tokenizer, text[:MAX_TEXT_CHARS], classifier.max_text_tokens)
+    prompt = prompt_token_count(tokenizer, text, classifier.labels, classifier.shots)
     completion = len(tokenizer(label, add_special_tokens=False)["input_ids"])
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}

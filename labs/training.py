@@ -27,17 +27,23 @@ class Outcome:
 
 
 def load_dataset(run: Run):
-    """The run's dataset. Uploads are split with a fixed seed (0), not the run's seed, so every
-    run on one upload is scored on the same test examples."""
+    return dataset_of(run.config, run.upload if run.upload_id else None)
+
+
+def dataset_of(config: dict, upload):
+    """A run's dataset, from its config and upload. Uploads are split with a fixed seed (0), not
+    the run's seed, so every run on one upload is scored on the same test examples."""
     from mlcore.data import Example, load_bundled, split_examples
 
-    if run.upload_id:
-        examples = [Example(row["text"], row["label"]) for row in run.upload.examples]
-        return split_examples(examples, 0, name=run.upload.dataset_key)
-    return load_bundled(run.config["dataset"])
+    if upload is not None:
+        examples = [Example(row["text"], row["label"]) for row in upload.examples]
+        return split_examples(examples, 0, name=upload.dataset_key)
+    return load_bundled(config["dataset"])
 
 
-def execute(run: Run, recorder) -> Outcome:
+def execute(run: Run, recorder, *, resume: bool = False) -> Outcome:
+    """Train (or prompt) the run. resume=True: a worker was lost or paused mid-run; continue
+    from the checkpoint in its artifact folder, if one was written."""
     from mlcore.train import TrainConfig
 
     config = TrainConfig.from_dict(run.config)
@@ -52,7 +58,7 @@ def execute(run: Run, recorder) -> Outcome:
     _save_token_view(run, config, dataset, labels)
     if run.mode == Run.Mode.FEWSHOT:
         return _few_shot(run, config, dataset, labels, recorder)
-    return _fine_tune(run, config, dataset, recorder)
+    return _fine_tune(run, config, dataset, recorder, resume=resume)
 
 
 def _parent_adapter(run: Run, config):
@@ -80,17 +86,18 @@ def _save_token_view(run: Run, config, dataset, labels) -> None:
     Run.objects.filter(pk=run.pk).update(token_view=rows)
 
 
-def _fine_tune(run: Run, config, dataset, recorder) -> Outcome:
+def _fine_tune(run: Run, config, dataset, recorder, *, resume: bool = False) -> Outcome:
     from mlcore.train import train
 
     out_dir = run.artifact_dir
-    # This worker claimed the run, so nothing else writes here; clear what an earlier test
-    # database or a crashed attempt may have left.
-    shutil.rmtree(out_dir, ignore_errors=True)
+    if not resume:
+        # This worker claimed the run, so nothing else writes here; clear what an earlier test
+        # database may have left.
+        shutil.rmtree(out_dir, ignore_errors=True)
     recorder.log(f"Loading {config.base_model} and adding LoRA (r={config.lora_r}, alpha={config.lora_alpha}).")
     if recorder.should_stop():
         return Outcome(cancelled=True)
-    result = train(config, dataset, out_dir, report=recorder.report)
+    result = train(config, dataset, out_dir, report=recorder.report, resume=resume)
     if result.cancelled:
         return Outcome(cancelled=True)
     metrics = json.loads((out_dir / "metrics.json").read_text())
@@ -106,20 +113,18 @@ def _few_shot(run: Run, config, dataset, labels, recorder) -> Outcome:
 
     from mlcore.classify import Classifier
     from mlcore.evaluate import evaluate
-    from mlcore.prompt import render_prompt
+    from mlcore.prompt import pick_shots, prompt_token_count
     from mlcore.registry import load_base
-    from mlcore.train import select_examples
 
     started = time.perf_counter()
-    shots = select_examples(dataset.train, run.shots, config.seed)
+    shots = pick_shots(dataset.train, labels, run.shots, seed=config.seed)
     recorder.log(f"Loading {config.base_model}; {len(shots)} demonstrations go into every prompt.")
     model, tokenizer = load_base(config.base_model, device=config.device)
-    prompted = FewShotTokenizer(tokenizer, shots)
-    extra_tokens = _prompt_tokens(prompted, labels, render_prompt) - _prompt_tokens(tokenizer, labels, render_prompt)
+    extra_tokens = prompt_token_count(tokenizer, "", labels, shots) - prompt_token_count(tokenizer, "", labels)
     if recorder.should_stop():
         return Outcome(cancelled=True)
     recorder.log(f"Scoring {len(dataset.test)} test reviews with the few-shot prompt (+{extra_tokens} prompt tokens each).")
-    test = evaluate(Classifier(model, prompted, labels), dataset.test, batch_size=config.eval_batch_size)
+    test = evaluate(Classifier(model, tokenizer, labels, shots=shots), dataset.test, batch_size=config.eval_batch_size)
     if recorder.should_stop():
         return Outcome(cancelled=True)
     recorder.log("Scoring the zero-shot baseline (no demonstrations).")
@@ -132,36 +137,6 @@ def _few_shot(run: Run, config, dataset, labels, recorder) -> Outcome:
                   "elapsed_s": time.perf_counter() - started},
     }
     return Outcome(cancelled=False, metrics=metrics, predictions=test["predictions"], summary=_summary(metrics))
-
-
-def _prompt_tokens(tokenizer, labels, render_prompt) -> int:
-    return len(tokenizer(render_prompt(tokenizer, "", labels), add_special_tokens=False)["input_ids"])
-
-
-class FewShotTokenizer:
-    """The base tokenizer whose chat template also writes the demonstrations, as earlier user /
-    assistant turns between the system prompt and the review.
-
-    mlcore's prompt module still renders the prompt (system prompt, label wording, template),
-    so the few-shot run is scored exactly like a fine-tuned one; the demonstrations land in the
-    shared prefix that the Classifier computes once and reuses for every review.
-    """
-
-    def __init__(self, tokenizer, shots):
-        self._tokenizer = tokenizer
-        self._turns = [
-            turn for e in shots for turn in ({"role": "user", "content": e.text}, {"role": "assistant", "content": e.label})
-        ]
-
-    def __getattr__(self, name):
-        return getattr(self._tokenizer, name)
-
-    def __call__(self, *args, **kwargs):
-        return self._tokenizer(*args, **kwargs)
-
-    def apply_chat_template(self, messages, *args, **kwargs):
-        system, rest = list(messages[:1]), list(messages[1:])
-        return self._tokenizer.apply_chat_template(system + self._turns + rest, *args, **kwargs)
 
 
 def _summary(metrics: dict) -> str:

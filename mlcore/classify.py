@@ -98,17 +98,23 @@ class Classifier:
         tokenizer,
         labels,
         *,
+        shots=(),
         use_prefix_cache: bool = True,
         max_text_tokens: int = DEFAULT_MAX_TEXT_TOKENS,
         fuse: bool = False,
     ):
-        """fuse=True: compute with mlcore.fused (same results, faster) when the model allows it
+        """shots: labelled examples that go into every prompt (mlcore.prompt's k-shot format);
+        they land in the shared prefix, computed once, so each review costs about what it costs
+        zero-shot.
+
+        fuse=True: compute with mlcore.fused (same results, faster) when the model allows it
         and it pays on the model's device (fusing_pays_on: CPUs only).
         It re-points the model's Linear weights at fused storage, so pass it only for a model
         this Classifier owns and that will not be trained further."""
         self.model = model
         self.tokenizer = tokenizer
         self.labels = list(labels)
+        self.shots = tuple(shots)
         self.use_prefix_cache = use_prefix_cache
         self.max_text_tokens = max_text_tokens
         causal_lm = _unwrap(model)
@@ -120,11 +126,11 @@ class Classifier:
         # The template around the review: prompt = prefix + review + suffix. Tokenised apart,
         # the pieces must give the tokens of the whole (ChatML puts special tokens at both
         # seams, so they do); checked once here rather than trusted.
-        prefix, suffix = split_prompt(tokenizer, self.labels)
+        prefix, suffix = split_prompt(tokenizer, self.labels, self.shots)
         self._suffix = suffix
         self._prefix_ids = self._tokenize([prefix])[0]
         self._suffix_len = len(self._tokenize([suffix])[0])
-        whole = self._tokenize([render_prompt(tokenizer, _PROBE_TEXT, self.labels)])[0]
+        whole = self._tokenize([render_prompt(tokenizer, _PROBE_TEXT, self.labels, self.shots)])[0]
         if whole != self._prefix_ids + self._tokenize([_PROBE_TEXT + suffix])[0]:
             raise RuntimeError("this chat template cannot be split around the review text")
 
@@ -161,9 +167,6 @@ class Classifier:
                 for i, row_probs, index in zip(batch, probs, best, strict=True):
                     predictions[i] = Prediction(self.labels[index], dict(zip(self.labels, row_probs, strict=True)), truncated[i])
         return predictions
-
-    def predict_one(self, text: str) -> Prediction:
-        return self.predict([text], batch_size=1)[0]
 
     # --- internals -------------------------------------------------------------------------
 
@@ -292,10 +295,11 @@ def load_classifier(
 
     base_name defaults to the one recorded in the adapter's train_config.json. With merge=True
     the adapter is folded into the base weights (W + B·A·alpha/r): serving then costs exactly
-    what the base model costs. Labels default to the adapter's labels.json, else 3 labels.
+    what the base model costs. Labels default to the adapter's labels.json, else DEFAULT_LABELS.
     """
     import json
 
+    from .data import DEFAULT_LABELS
     from .registry import DEFAULT_BASE_MODEL, load_base
 
     if adapter_dir is not None:
@@ -322,5 +326,5 @@ def load_classifier(
     # The model is ours alone and only serves from here on: let the Classifier fuse its weights
     # (unless a peft wrapper still holds unmerged LoRA layers, which fusing cannot carry).
     return Classifier(
-        model, tokenizer, labels or ["positive", "negative", "neutral"], use_prefix_cache=use_prefix_cache, fuse=True
+        model, tokenizer, labels or list(DEFAULT_LABELS), use_prefix_cache=use_prefix_cache, fuse=True
     )

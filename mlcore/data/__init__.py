@@ -23,6 +23,7 @@ DATA_DIR = Path(__file__).resolve().parent  # this package holds the data files 
 
 # Canonical label order: classifiers, prompts and confusion matrices list labels in this order.
 LABEL_ORDER = ("positive", "negative", "neutral", "mixed")
+DEFAULT_LABELS = LABEL_ORDER[:3]  # the "reviews" labels: what a model with no labels of its own classifies into
 BUNDLED = {
     "reviews": "Product reviews, 3 labels (positive, negative, neutral)",
     "reviews-mixed": "Product reviews, 4 labels (adds mixed)",

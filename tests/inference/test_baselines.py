@@ -4,7 +4,6 @@ management command, and the results page's button through a real Celery worker."
 
 import io
 import time
-from collections import Counter
 
 import pytest
 from django.core.management import call_command
@@ -13,6 +12,7 @@ from inference import prompting
 from inference.baselines import API_ENV_HINT, baselines_compute, baselines_launch
 from inference.models import BaselineResult
 from mlcore.data import Example, load_bundled
+from mlcore.prompt import chat_messages, pick_shots
 from tests.fakes.openai_server import HTTP_500, FakeOpenAI, Reply
 from tests.inference.conftest import SERVER_ENV
 
@@ -29,16 +29,6 @@ def test_a_reply_is_parsed_to_the_label_it_names(reply, label):
     assert prompting.parse_label(reply, LABELS) == label
 
 
-def test_few_shot_examples_are_balanced_across_labels_and_seeded():
-    train = load_bundled("reviews").train
-    shots = prompting.balanced_shots(train, LABELS, 7, seed=3)
-    counts = Counter(s.label for s in shots)
-    assert len(shots) == 7 and sorted(counts.values()) == [2, 2, 3]
-    assert all(a.label != b.label for a, b in zip(shots, shots[1:], strict=False))  # no streaks
-    assert shots == prompting.balanced_shots(train, LABELS, 7, seed=3)
-    assert shots != prompting.balanced_shots(train, LABELS, 7, seed=4)
-
-
 def gold_responder(examples, *, unparseable_text=None):
     """Answers each review with its true label; one review gets a reply naming no label."""
     gold = {e.text: e.label for e in examples}
@@ -53,7 +43,7 @@ def gold_responder(examples, *, unparseable_text=None):
 def test_the_api_baseline_scores_parsed_replies_and_reports_latency_tokens_and_cost(fake_openai):
     examples = load_bundled("reviews").test[:8]
     fake_openai.responder = gold_responder(examples, unparseable_text=examples[2].text)
-    shots = prompting.balanced_shots(load_bundled("reviews").train, LABELS, 3)
+    shots = pick_shots(load_bundled("reviews").train, LABELS, 3)
     evaluation = prompting.evaluate_api(examples, LABELS, shots=shots, base_url=fake_openai.base_url, api_key="k",
                                         model="fake-model", timeout_s=5, concurrency=2)
     assert evaluation.n == 8 and evaluation.unparseable == 1
@@ -67,6 +57,8 @@ def test_the_api_baseline_scores_parsed_replies_and_reports_latency_tokens_and_c
     messages = fake_openai.requests[0]["messages"]
     assert messages[0]["role"] == "system" and "positive, negative or neutral" in messages[0]["content"]
     assert [m["role"] for m in messages[1:]] == ["user", "assistant"] * 3 + ["user"]
+    # The same turns as every k-shot prompt (labs' few-shot runs, the local baseline): mlcore.prompt's.
+    assert messages == chat_messages(examples[0].text, LABELS, shots)
     assert fake_openai.requests[0]["temperature"] == 0
 
 
