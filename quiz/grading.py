@@ -67,7 +67,7 @@ def grade_choices(kind: str, correct_ids: set[int], all_ids: set[int], selected:
     if kind == "single":
         if len(picked) == 1 and right == 1:
             return Grade(1.0, "Correct.")
-        return Grade(0.0, "Not quite: see the explanations below.")
+        return Grade(0.0, "Not quite: the right choice is marked ✓, with why under each choice.")
     score = max(0.0, (right - wrong) / len(correct_ids)) if correct_ids else 0.0
     if score == 1.0:
         return Grade(1.0, "Correct: you picked exactly the right choices.")

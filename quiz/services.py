@@ -191,12 +191,35 @@ def attempt_build(*, user, topics: list[str], difficulties: list[str], kinds: li
         questions = questions.filter(difficulty__in=difficulties)
     if kinds:
         questions = questions.filter(kind__in=kinds)
-    picked = list(questions.order_by("?")[:max(1, min(length, MAX_QUIZ_LENGTH))])
+    picked = _mixed_pick(questions, max(1, min(length, MAX_QUIZ_LENGTH)))
     if not picked:
         raise ValueError("No published question matches these filters.")
     title = "Quiz: " + (", ".join(topic_label(t) for t in topics) if topics else "all topics")
     options = {"topics": topics, "difficulties": difficulties, "kinds": kinds, "length": length}
     return attempt_start(user=user, questions=picked, title=title, time_limit_minutes=time_limit_minutes, options=options)
+
+
+def _mixed_pick(questions, length: int) -> list[Question]:
+    """`length` random questions spread evenly over the kinds present (round-robin), then shuffled.
+
+    A plain random pick mirrors the bank, which is mostly open questions: ticking all four kinds
+    gave four open questions and one single. Kinds with too few questions leave their share to the others.
+    """
+    import random
+
+    by_kind: dict[str, list[int]] = {}
+    for pk, kind in questions.values_list("id", "kind"):
+        by_kind.setdefault(kind, []).append(pk)
+    pools = [random.sample(ids, len(ids)) for ids in by_kind.values()]
+    random.shuffle(pools)
+    ids: list[int] = []
+    while len(ids) < length and any(pools):
+        for pool in pools:
+            if pool and len(ids) < length:
+                ids.append(pool.pop())
+    random.shuffle(ids)
+    found = Question.objects.in_bulk(ids)
+    return [found[pk] for pk in ids]
 
 
 def attempt_start_curated(*, user, quiz: Quiz) -> Attempt:

@@ -46,6 +46,20 @@ from quiz.vocab import TOPICS, Difficulty, Kind, topic_label
 PAGE_SIZE = 25
 
 
+def shuffled_choices(question: Question, *seed) -> list:
+    """The question's choices in an order fixed by `seed` (an attempt and question, say).
+
+    The bank writes the right answer first more often than not; showing choices in bank order
+    makes "always A" a winning strategy. Seeded, so a reload shows the same order; grading
+    compares choice ids, never positions, so the order cannot change a score.
+    """
+    import random
+
+    choices = list(question.choices.all())
+    random.Random(":".join(str(part) for part in seed)).shuffle(choices)
+    return choices
+
+
 # --- browsing (anonymous visitors welcome) -----------------------------------------------------------
 
 def question_list(request):
@@ -112,7 +126,7 @@ def question_detail(request, slug: str):
     question = get_published_question(slug)
     reveal = request.GET.get("reveal", "")
     reveal = reveal if reveal in REVEAL_STEPS else ""
-    context = {"question": question, "reveal": reveal, "choices": list(question.choices.all())}
+    context = {"question": question, "reveal": reveal, "choices": shuffled_choices(question, "question", question.pk)}
     if request.user.is_authenticated:
         context["card"] = PracticeCard.objects.filter(user=request.user, question=question).first()
     if _wants_fragment(request):
@@ -229,7 +243,7 @@ def attempt_question(request, pk: int, n: int):
         return redirect("quiz:question-in-attempt", pk=attempt.pk, n=n)
     return render(request, "quiz/attempt_question.html", {
         "attempt": attempt, "answer": answer, "answers": answers, "question": answer.question,
-        "choices": list(answer.question.choices.all()), "total": len(answers),
+        "choices": shuffled_choices(answer.question, attempt.pk, answer.question_id), "total": len(answers),
     })
 
 
@@ -282,7 +296,7 @@ def _latest_reviews(answers) -> set[int]:
 
 def _result_row(answer: Answer, latest: set[int]) -> dict:
     review = getattr(answer, "review", None)
-    choices = list(answer.question.choices.all())
+    choices = shuffled_choices(answer.question, answer.attempt_id, answer.question_id)  # as the learner saw them
     return {"answer": answer, "question": answer.question, "choices": choices, "selected": set(answer.selected),
             "review": review, "can_rate": review is not None and review.pk in latest,
             "covered": {p["index"] for p in answer.points if p.get("covered")},
@@ -332,7 +346,7 @@ def practice(request):
     context = {"card": card, "summary": summary}
     if card is not None:
         reveal = request.GET.get("reveal", "")
-        context.update({"question": card.question, "choices": list(card.question.choices.all()),
+        context.update({"question": card.question, "choices": shuffled_choices(card.question, "question", card.question_id),
                         "reveal": reveal if reveal in REVEAL_STEPS else "", "ratings": _rating_previews(card),
                         "practice": True})
         if _wants_fragment(request):

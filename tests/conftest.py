@@ -85,6 +85,8 @@ def screenshot():
             path = SCREENSHOTS / f"{name}-{width}.png"
             page.screenshot(path=str(path), full_page=True)
             paths.append(path)
+            overflow = page.evaluate("document.documentElement.scrollWidth") - width
+            assert overflow <= 0, f"{name} is {overflow}px wider than a {width}px screen (see {path})"
         if before:
             page.set_viewport_size(before)
         return paths

@@ -157,7 +157,7 @@ def test_the_results_page_shows_the_judges_verdict_and_never_a_500_on_failure(ju
     judged = attempt_start(user=owner, questions=[make_question("open")], title="Judged")
     owner_client.post(f"/quiz/attempts/{judged.pk}/1/", {"text": "A and B", "go": "submit"})
     page = owner_client.get(f"/quiz/attempts/{judged.pk}/results/").content.decode()
-    assert "Close: say that W stays frozen." in page and "graded by LLM judge" in page and "67%" in page
+    assert "Close: say that W stays frozen." in page and "graded by the LLM judge" in page and "67%" in page
     assert "✓ Names the low-rank matrices A and B" in page and "✗ Says the base weights stay frozen" in page
 
     judge_on.responder = lambda request: HTTP_500
