@@ -1,0 +1,94 @@
+"""Every numeric question added for issue 14 (item 3) has its answer computed here from its formula.
+
+Each entry recomputes the exact value from the question's inputs and names the answers a careless
+solver would give; the test checks that the file's `answer` equals the formula within the file's
+`tolerance`, and that the tolerance is tight enough to reject each of those wrong answers.
+"""
+
+import math
+import statistics
+
+import pytest
+
+from quiz.bank import BANK_DIR, parse_question_file
+
+GB, GIB = 10**9, 2**30
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+def kv_bytes_per_token(*, layers: int, kv_heads: int, head_dim: int, bytes_per_value: int) -> int:
+    return 2 * layers * kv_heads * head_dim * bytes_per_value  # K and V, every layer
+
+
+def zero_bytes_per_gpu(*, params: float, gpus: int, stage: int) -> float:
+    """Model states for mixed-precision Adam: 2 (16-bit weights) + 2 (grads) + 12 (fp32 master, m, v)."""
+    weights, grads, optim = 2 * params, 2 * params, 12 * params
+    sharded = {0: 0, 1: optim, 2: grads + optim, 3: weights + grads + optim}[stage]
+    return weights + grads + optim - sharded + sharded / gpus
+
+
+# slug -> (value from the formula, [common wrong answers the tolerance must reject])
+FORMULAS = {
+    # -log sigmoid(0): policy == reference, so the margin is 0
+    "dpo-loss-at-initialization": (softplus(0), [0.0, 0.5]),
+    # margin = beta * ((-40 + 45) - (-60 + 52)); wrong: no reference (margin 2), sign flipped, beta forgotten
+    "dpo-loss-from-log-ratios": (softplus(-0.1 * ((-40 + 45) - (-60 + 52))),
+                                 [softplus(-0.1 * (-40 + 60)), softplus(0.1 * 13), softplus(-13)]),
+    # (r - mean) / sample std for rewards [1, 0, 0, 0]; wrong: population std
+    "grpo-group-advantage": ((1 - statistics.mean([1, 0, 0, 0])) / statistics.stdev([1, 0, 0, 0]),
+                             [(1 - 0.25) / statistics.pstdev([1, 0, 0, 0]), 0.75]),
+    "zero2-memory-per-gpu-7-5b": (zero_bytes_per_gpu(params=7.5e9, gpus=64, stage=2) / GB,
+                                  [zero_bytes_per_gpu(params=7.5e9, gpus=64, stage=s) / GB for s in (1, 3)]),
+    "zero1-memory-13b-on-8-gpus": (zero_bytes_per_gpu(params=13e9, gpus=8, stage=1) / GB,
+                                   [zero_bytes_per_gpu(params=13e9, gpus=8, stage=s) / GB for s in (0, 2, 3)]),
+    # (forward + recomputed forward + backward) / (forward + backward), backward = 2 x forward; wrong: 2x
+    "gradient-checkpointing-step-time": ((1 + 1 + 2) / (1 + 2), [2.0, 1.5]),
+    "padding-waste-fraction": (1 - sum([120, 340, 75, 512, 260, 90, 410, 185]) / (8 * 512),
+                               [1 - sum([120, 340, 75, 512, 260, 90, 410, 185]) / (8 * 2048)]),
+}
+
+
+def bank_numeric(slug: str):
+    data = parse_question_file(BANK_DIR / f"{slug}.md")
+    assert data.kind == "numeric", f"{slug} is {data.kind}, not numeric"
+    return data
+
+
+@pytest.mark.parametrize("slug", sorted(FORMULAS))
+def test_the_files_answer_is_the_formulas_value_within_its_tolerance(slug):
+    data = bank_numeric(slug)
+    value, _ = FORMULAS[slug]
+    assert abs(data.numeric_answer - value) <= data.tolerance, (slug, data.numeric_answer, value)
+
+
+@pytest.mark.parametrize("slug", sorted(FORMULAS))
+def test_the_tolerance_rejects_the_common_wrong_answers(slug):
+    data = bank_numeric(slug)
+    _, wrong_answers = FORMULAS[slug]
+    assert wrong_answers, f"{slug}: name at least one wrong answer the tolerance must reject"
+    for wrong in wrong_answers:
+        assert abs(wrong - data.numeric_answer) > data.tolerance, (slug, wrong)
+
+
+def test_every_numeric_question_added_for_issue_14_has_a_formula():
+    added = [s for s in ADDED if bank_numeric_or_none(s)]
+    assert sorted(added) == sorted(FORMULAS), set(added) ^ set(FORMULAS)
+
+
+def bank_numeric_or_none(slug: str):
+    data = parse_question_file(BANK_DIR / f"{slug}.md")
+    return data if data.kind == "numeric" else None
+
+
+# Every question file this change added (all kinds); the test above picks out the numeric ones.
+ADDED = [
+    "dpo-beta-what-it-controls", "dpo-loss-at-initialization", "dpo-loss-from-log-ratios", "orpo-how-it-differs",
+    "kto-for-thumbs-up-down-data", "simpo-true-statements", "grpo-group-advantage", "grpo-groups-with-equal-rewards",
+    "reward-hacking-longer-answers", "dpo-chosen-logprob-falls",
+    "zero2-memory-per-gpu-7-5b", "zero1-memory-13b-on-8-gpus", "zero-stage-what-is-sharded", "zero3-communication-vs-ddp",
+    "bf16-vs-fp16-loss-scaling", "gradient-checkpointing-step-time", "flashattention-true-statements",
+    "packing-cross-example-attention", "padding-waste-fraction", "full-finetune-8b-on-8-gpus-plan",
+]
