@@ -1,7 +1,7 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.http import FileResponse, Http404, HttpResponseBadRequest
+from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -141,11 +141,22 @@ def compare(request):
     try:
         ids = list(dict.fromkeys(int(part) for part in raw.split(",") if part.strip()))
     except ValueError:
-        return HttpResponseBadRequest("ids must be run numbers separated by commas, e.g. ?ids=3,4")
+        return _compare_picker(request, [], "Runs are numbers separated by commas, e.g. ?ids=3,4: tick them below instead.",
+                               status=400)
     if not 2 <= len(ids) <= MAX_COMPARE:
-        return render(request, "labs/compare.html", {"error": f"Choose from 2 to {MAX_COMPARE} runs to compare."}, status=400)
+        # Not a dead end: the learner's runs to tick, with what they asked for already ticked.
+        note = "" if not ids else (f"Pick at least one more run to compare with run {ids[0]}." if len(ids) == 1
+                                   else f"Pick at most {MAX_COMPARE} runs.")
+        return _compare_picker(request, ids, note)
     # Every id goes through the one access helper: a run you may not see is a 404, not a gap.
     runs = [get_run_for_user(request.user, pk) for pk in ids]
     groups = {run.group_id for run in runs}
     sweep = runs[0].group.sweep if len(groups) == 1 and runs[0].group else ""
     return render(request, "labs/compare.html", presenters.compare_context(runs, sweep=sweep))
+
+
+def _compare_picker(request, ticked: list[int], note: str, status: int = 200):
+    runs = Run.objects.visible_to(request.user).filter(owner=request.user).select_related("lab").order_by("-pk")[:100]
+    return render(request, "labs/compare.html", {
+        "picker": runs, "ticked": set(ticked), "note": note, "max_compare": MAX_COMPARE,
+    }, status=status)
