@@ -48,6 +48,15 @@ FORMULAS = {
     "gradient-checkpointing-step-time": ((1 + 1 + 2) / (1 + 2), [2.0, 1.5]),
     "padding-waste-fraction": (1 - sum([120, 340, 75, 512, 260, 90, 410, 185]) / (8 * 512),
                                [1 - sum([120, 340, 75, 512, 260, 90, 410, 185]) / (8 * 2048)]),
+    # Wald half-width 1.96 * sqrt(p(1-p)/n), p = 160/200; wrong: 90% z, no square root
+    "accuracy-confidence-interval-200-examples": (1.96 * math.sqrt(0.8 * 0.2 / 200),
+                                                  [1.645 * math.sqrt(0.8 * 0.2 / 200), 1.96 * 0.8 * 0.2 / 200]),
+    # McNemar (b - c)^2 / (b + c), b = 25, c = 12; wrong: continuity-corrected, divided by all 400 items
+    "mcnemar-two-models-same-test-set": ((25 - 12) ** 2 / (25 + 12), [(abs(25 - 12) - 1) ** 2 / 37, 169 / 400]),
+    # sample std (n - 1); wrong: population std, standard error of the mean
+    "seed-variance-across-runs": (statistics.stdev([0.81, 0.84, 0.79, 0.83, 0.80]),
+                                  [statistics.pstdev([0.81, 0.84, 0.79, 0.83, 0.80]),
+                                   statistics.stdev([0.81, 0.84, 0.79, 0.83, 0.80]) / math.sqrt(5)]),
 }
 
 
@@ -91,4 +100,7 @@ ADDED = [
     "zero2-memory-per-gpu-7-5b", "zero1-memory-13b-on-8-gpus", "zero-stage-what-is-sharded", "zero3-communication-vs-ddp",
     "bf16-vs-fp16-loss-scaling", "gradient-checkpointing-step-time", "flashattention-true-statements",
     "packing-cross-example-attention", "padding-waste-fraction", "full-finetune-8b-on-8-gpus-plan",
+    "accuracy-confidence-interval-200-examples", "mcnemar-two-models-same-test-set", "seed-variance-across-runs",
+    "llm-judge-known-biases", "judge-position-bias-check", "two-models-small-test-set-difference",
+    "benchmark-contamination-detection", "length-controlled-win-rate",
 ]
