@@ -30,6 +30,8 @@ def zero_bytes_per_gpu(*, params: float, gpus: int, stage: int) -> float:
     return weights + grads + optim - sharded + sharded / gpus
 
 
+LLAMA3_8B_KV = kv_bytes_per_token(layers=32, kv_heads=8, head_dim=128, bytes_per_value=2)
+
 # slug -> (value from the formula, [common wrong answers the tolerance must reject])
 FORMULAS = {
     # -log sigmoid(0): policy == reference, so the margin is 0
@@ -57,6 +59,17 @@ FORMULAS = {
     "seed-variance-across-runs": (statistics.stdev([0.81, 0.84, 0.79, 0.83, 0.80]),
                                   [statistics.pstdev([0.81, 0.84, 0.79, 0.83, 0.80]),
                                    statistics.stdev([0.81, 0.84, 0.79, 0.83, 0.80]) / math.sqrt(5)]),
+    # Llama-3-8B: 32 layers, 8 KV heads of 128, bf16; 16 sequences of 8,192 tokens; wrong: 32 KV heads (no GQA)
+    "kv-cache-llama3-8b-batch": (LLAMA3_8B_KV * 16 * 8192 / GIB,
+                                 [kv_bytes_per_token(layers=32, kv_heads=32, head_dim=128, bytes_per_value=2)
+                                  * 16 * 8192 / GIB, LLAMA3_8B_KV * 16 * 8192 / GB]),
+    # 40 GiB budget / (per-token bytes * 4,096); wrong: 32 KV heads, K and V not both counted
+    "kv-cache-concurrent-sequences": (40 * GIB // (LLAMA3_8B_KV * 4096),
+                                      [40 * GIB // (LLAMA3_8B_KV * 4 * 4096), 40 * GIB // (LLAMA3_8B_KV // 2 * 4096)]),
+    # Leviathan et al.: (1 - alpha^(gamma+1)) / (1 - alpha); wrong: alpha * gamma, 1 + alpha * gamma
+    "speculative-decoding-expected-tokens": ((1 - 0.8 ** 5) / (1 - 0.8), [0.8 * 4, 1 + 0.8 * 4]),
+    # bandwidth / bytes of weights per token; wrong: 1 byte per parameter, GiB instead of GB
+    "decode-speed-bandwidth-bound": (3.35e12 / (8e9 * 2), [3.35e12 / 8e9, 3.35e12 / (16 * GIB)]),
 }
 
 
@@ -103,4 +116,7 @@ ADDED = [
     "accuracy-confidence-interval-200-examples", "mcnemar-two-models-same-test-set", "seed-variance-across-runs",
     "llm-judge-known-biases", "judge-position-bias-check", "two-models-small-test-set-difference",
     "benchmark-contamination-detection", "length-controlled-win-rate",
+    "kv-cache-llama3-8b-batch", "kv-cache-concurrent-sequences", "pagedattention-what-it-solves", "continuous-batching",
+    "multi-lora-serving-vllm", "speculative-decoding-expected-tokens", "speculative-decoding-output-quality",
+    "decode-speed-bandwidth-bound", "serving-latency-ttft-vs-throughput",
 ]
