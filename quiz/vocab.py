@@ -13,6 +13,7 @@ TOPICS: tuple[str, ...] = (
 # The lab catalog's slugs; a question with a `lab` links to /labs/<slug>/.
 LAB_SLUGS: tuple[str, ...] = (
     "sentiment-lora", "masking-ablation", "rank-sweep", "data-size", "mixed-label", "fewshot-vs-finetune",
+    "learning-rate-sweep", "rslora-vs-lora",
 )
 
 

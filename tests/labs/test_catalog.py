@@ -8,7 +8,8 @@ from labs.catalog import CatalogError, load_catalog, parse_lab
 from labs.models import Lab
 
 BANK = Path(__file__).resolve().parents[2] / "quiz" / "bank"
-REQUIRED = {"sentiment-lora", "masking-ablation", "rank-sweep", "data-size", "mixed-label", "fewshot-vs-finetune"}
+REQUIRED = {"sentiment-lora", "masking-ablation", "rank-sweep", "data-size", "mixed-label", "fewshot-vs-finetune",
+            "learning-rate-sweep", "rslora-vs-lora"}
 
 
 def test_the_catalog_has_the_six_labs_with_sweeps_as_groups():
@@ -20,6 +21,24 @@ def test_the_catalog_has_the_six_labs_with_sweeps_as_groups():
     assert labs["mixed-label"].variants[2]["continue_from"] == "three-labels"
     assert labs["fewshot-vs-finetune"].variants[0]["mode"] == "fewshot"
     assert not labs["sentiment-lora"].variants and labs["sentiment-lora"].preset["mask_prompt"] is True
+
+
+def test_the_learning_rate_and_rslora_labs_each_vary_what_their_questions_ask_about():
+    labs = {spec.slug: spec for spec in load_catalog()}
+    rates = labs["learning-rate-sweep"]
+    assert rates.sweep == "learning_rate"
+    assert [v["overrides"] for v in rates.variants] == [{"learning_rate": lr} for lr in (1e-4, 3e-4, 1e-3, 1e-2)]
+    scaling = labs["rslora-vs-lora"]
+    assert scaling.preset["lora_alpha"] == 16 and scaling.sweep == "lora_r"
+    assert [(v["overrides"]["lora_r"], v["overrides"]["use_rslora"]) for v in scaling.variants] == [
+        (8, False), (64, False), (8, True), (64, True)]
+    assert {"rslora-scaling-factor", "lora-alpha-over-r-scaling"} <= set(scaling.questions)
+
+
+def test_a_run_with_a_non_boolean_rslora_flag_stops_the_catalog_load():
+    text = "---\nslug: broken\ntitle: Broken\ngoal: g\npreset: {epochs: 1}\nruns:\n  - {key: a, label: A, overrides: {use_rslora: maybe}}\n---\nbody"
+    with pytest.raises(CatalogError, match="use_rslora"):
+        parse_lab(text, "broken.md")
 
 
 def test_every_question_a_lab_names_exists_in_the_bank_and_points_back():
