@@ -35,6 +35,7 @@ class EncodedExample:
     input_ids: list[int]
     labels: list[int]  # IGNORE_INDEX where not supervised; aligned with input_ids (unshifted)
     text_truncated: bool  # the review was cut to fit max_length
+    prompt_len: int = 0  # tokens before the answer; the last of them is where a classifier reads the label
 
     @property
     def num_supervised(self) -> int:
@@ -108,7 +109,7 @@ def encode(tokenizer, example, labels, *, max_length: int, mask_prompt: bool = T
         label_ids = [IGNORE_INDEX] * len(prompt_ids) + answer_ids
     else:
         label_ids = list(input_ids)
-    encoded = EncodedExample(input_ids, label_ids, truncated)
+    encoded = EncodedExample(input_ids, label_ids, truncated, len(prompt_ids))
     if encoded.num_supervised == 0:  # cannot happen with the rules above; never train on it
         raise MaskingError(f"example {example.text[:40]!r} has no supervised token")
     return encoded

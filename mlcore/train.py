@@ -25,12 +25,14 @@ import random
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from .data import LABEL_ORDER, Dataset, Example
-from .masking import IGNORE_INDEX, EncodedExample, MaskingError, encode
-from .prompt import split_prompt
+from .masking import IGNORE_INDEX, EncodedExample, MaskingError, encode, prompt_and_answer_ids
+from .prompt import DEFAULT_MAX_TEXT_TOKENS, split_prompt
 from .registry import BASE_MODELS, DEFAULT_BASE_MODEL
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -48,105 +50,195 @@ class ConfigError(ValueError):
         super().__init__("; ".join(f"{name}: {message}" for name, message in errors.items()))
 
 
+# --- how each setting is declared ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a TrainConfig field means to people and which values it takes, declared once beside
+    the field. validate(), the launch form (labs.forms), the results pages (labs.presenters) and
+    the finetune command's options are all generated from these declarations."""
+
+    label: str  # the form's label, the results tables' row name, the subject of error messages
+    help: str = ""  # one sentence for the form and for `finetune --help`
+    low: float | None = None  # a number's range, both ends included unless low_open / high_open
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[str, ...] = ()  # allowed values of a text setting (of each item, for a tuple)
+    check: Callable[[Any], str | None] | None = None  # a rule of its own instead: returns the message
+    shown: bool = True  # in the launch form and on the results pages; False: command line and code only
+    cli: tuple[str, ...] = ()  # short option names kept for the command line, e.g. "--lr"
+    none_means: str = "—"  # how None reads on the results pages
+    zero_means: str = ""  # how 0 reads there, when 0 means something else
+
+    def display(self, value) -> str:
+        if value is None:
+            return self.none_means
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, (list, tuple)):
+            return ", ".join(map(str, value))
+        if value == 0 and self.zero_means:
+            return self.zero_means
+        if isinstance(value, float):
+            return f"{value:g}"
+        return str(value)
+
+
+def setting(default, **declared):
+    """A TrainConfig field with its Setting (see above)."""
+    return field(default=default, metadata={"setting": Setting(**declared)})
+
+
+@dataclass(frozen=True)
+class ConfigField:
+    """One TrainConfig field as the generated form, options and checks see it."""
+
+    name: str
+    kind: str  # "int", "float", "bool", "str" or "tuple" (a tuple of str)
+    optional: bool  # None is allowed
+    default: Any
+    setting: Setting
+
+    def problem(self, value) -> str | None:
+        """Why `value` is not allowed for this field, or None when it is."""
+        if self.optional and value is None:
+            return None
+        s = self.setting
+        if s.check is not None:
+            return s.check(value)
+        if self.kind == "bool":
+            return None if isinstance(value, bool) else "must be true or false"
+        if self.kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool) and s.low <= value <= s.high
+            return None if ok else f"must be a whole number from {s.low} to {s.high}"
+        if self.kind == "float":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            ok = ok and (value > s.low if s.low_open else value >= s.low) and (value < s.high if s.high_open else value <= s.high)
+            left, right = "(" if s.low_open else "[", ")" if s.high_open else "]"
+            return None if ok else f"must be a number in {left}{s.low:g}, {s.high:g}{right}"
+        if self.kind == "tuple":
+            items = list(value) if isinstance(value, (list, tuple)) else []
+            ok = bool(items) and all(item in s.choices for item in items)
+            return None if ok else f"choose one or more of {', '.join(s.choices)}"
+        if s.choices:
+            return None if value in s.choices else f"must be one of {', '.join(s.choices)}"
+        return None if isinstance(value, str) and value else f"must name the {s.label.lower()}"
+
+
+def config_fields() -> list[ConfigField]:
+    """Every TrainConfig field with its declaration, in declaration order."""
+    found = []
+    for f in fields(TrainConfig):
+        kinds = [part.strip() for part in str(f.type).split("|")]
+        kind = next(part for part in kinds if part != "None").split("[")[0]
+        # A field added without setting(...) still validates by type; tests require a declaration.
+        declared = f.metadata.get("setting") or Setting(label=f.name.replace("_", " "), shown=False)
+        found.append(ConfigField(f.name, kind, "None" in kinds, f.default, declared))
+    return found
+
+
+def _check_labels(value) -> str | None:
+    labels = list(value) if isinstance(value, (list, tuple)) else [value]
+    unknown = [label for label in labels if label not in LABEL_ORDER]
+    if unknown:
+        return f"unknown label(s) {', '.join(map(repr, unknown))}; use {', '.join(LABEL_ORDER)}"
+    if len(labels) < 2 or len(set(labels)) != len(labels):
+        return "needs at least two different labels"
+    return None
+
+
+def _check_base_model(value) -> str | None:
+    return None if value in BASE_MODELS else f"unknown base model; choose one of {', '.join(BASE_MODELS)}"
+
+
+def _check_adapter_dir(value) -> str | None:
+    ok = isinstance(value, str) and (Path(value) / "adapter_config.json").exists()
+    return None if ok else "is not an adapter directory (no adapter_config.json)"
+
+
+def _check_device(value) -> str | None:
+    ok = value in ("cpu", "cuda") or str(value).startswith("cuda:")
+    return None if ok else 'must be "cpu", "cuda" or empty (automatic)'
+
+
+# --- the configuration -------------------------------------------------------------------------
+
+
 @dataclass
 class TrainConfig:
     # --- what to train -----------------------------------------------------------------------
-    base_model: str = DEFAULT_BASE_MODEL  # registry name (mlcore.registry.BASE_MODELS)
-    dataset: str = "reviews"  # bundled dataset name, or a label like "upload:42" (recorded only)
-    labels: tuple[str, ...] | None = None  # label set, in prompt order; None = the dataset's labels
-    continue_from: str | None = None  # adapter dir to continue training from, instead of a fresh LoRA
+    base_model: str = setting(DEFAULT_BASE_MODEL, label="Base model", check=_check_base_model,
+                              help="The instruct model to adapt, by its registry name (mlcore.registry).")
+    # A bundled dataset's name, or a label like "upload:42" for other data (recorded only).
+    dataset: str = setting("reviews", label="Dataset", help="A bundled dataset (reviews, reviews-mixed) or an upload.")
+    labels: tuple[str, ...] | None = setting(None, label="Labels", check=_check_labels, shown=False,
+                                             help="The label set, in prompt order; empty = the dataset's labels.")
+    continue_from: str | None = setting(None, label="Continue from", check=_check_adapter_dir, shown=False,
+                                        help="Adapter directory to train further, instead of a fresh LoRA.")
     # --- LoRA --------------------------------------------------------------------------------
-    lora_r: int = 16  # rank of the update B·A (A: r x d_in, B: d_out x r)
-    lora_alpha: int = 32  # the update is scaled by alpha / r
-    lora_dropout: float = 0.05  # dropout on the LoRA branch's input
-    use_rslora: bool = False  # scale the update by alpha / sqrt(r) (rsLoRA) instead of alpha / r
-    # Layers that get LoRA: every linear layer of each block. Attention only (q/k/v/o) scored
-    # 0.78-0.86 validation macro-F1 at any learning rate tried; adding the MLP reached 0.85-0.87.
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    lora_r: int = setting(16, label="LoRA r", low=1, high=256, cli=("--r",),
+                          help="Rank of the update B·A (A: r × d_in, B: d_out × r).")
+    lora_alpha: int = setting(32, label="LoRA alpha", low=1, high=1024, cli=("--alpha",),
+                              help="The update is scaled by alpha / r.")
+    lora_dropout: float = setting(0.05, label="LoRA dropout", low=0, high=1, high_open=True, cli=("--dropout",),
+                                  help="Dropout on the LoRA branch's input.")
+    use_rslora: bool = setting(False, label="rsLoRA scaling",
+                               help="Scale the update by alpha / sqrt(r) (rank-stabilised LoRA) instead of alpha / r.")
+    # Every linear layer of each block by default. Attention only (q/k/v/o) scored 0.78-0.86
+    # validation macro-F1 at any learning rate tried; adding the MLP reached 0.85-0.87.
+    target_modules: tuple[str, ...] = setting(LORA_TARGETS, label="Target modules", choices=LORA_TARGETS,
+                                              cli=("--targets",), help="The layers of each block that get LoRA.")
+    # The blocks below the top N are then the frozen base model: their output is computed once
+    # per example and reused, and no backward runs there.
+    lora_top_blocks: int = setting(0, label="LoRA in the top N blocks", low=0, high=1024, shown=False,
+                                   zero_means="every block", help="LoRA only in the top N blocks; 0 = every block.")
     # --- optimisation ------------------------------------------------------------------------
-    learning_rate: float = 1e-3  # peak AdamW learning rate (LoRA tolerates far more than full fine-tuning)
-    epochs: int = 2  # passes over the training examples (428 reviews x 2 = 108 steps of 8 by default)
-    max_steps: int | None = None  # stop after this many optimizer steps (None = run all epochs)
-    batch_size: int = 8  # examples per forward/backward pass
-    grad_accum: int = 1  # passes per optimizer step (effective batch = batch_size * grad_accum)
-    warmup_ratio: float = 0.1  # fraction of the steps over which the learning rate ramps up from 0
-    schedule: str = "linear"  # after warmup: "linear" or "cosine" decay to 0, or "constant"
-    max_grad_norm: float = 1.0  # clip the gradient's global L2 norm to this (0 = no clipping)
-    weight_decay: float = 0.0  # AdamW decoupled weight decay on the LoRA matrices
+    learning_rate: float = setting(1e-3, label="Learning rate", low=0, high=0.1, low_open=True, cli=("--lr",),
+                                   help="Peak AdamW learning rate (LoRA tolerates far more than full fine-tuning).")
+    epochs: int = setting(2, label="Epochs", low=1, high=100,
+                          help="Passes over the training examples (428 reviews × 2 = 108 steps of 8 by default).")
+    max_steps: int | None = setting(None, label="Max steps", low=1, high=1_000_000, shown=False,
+                                    help="Stop after this many optimizer steps; empty = run all epochs.")
+    batch_size: int = setting(8, label="Batch size", low=1, high=512, help="Examples per forward/backward pass.")
+    grad_accum: int = setting(1, label="Gradient accumulation", low=1, high=256,
+                              help="Batches per optimizer step (effective batch = batch size × this).")
+    warmup_ratio: float = setting(0.1, label="Warmup ratio", low=0, high=1, high_open=True,
+                                  help="Share of the steps over which the learning rate ramps up from 0.")
+    schedule: str = setting("linear", label="Learning-rate schedule", choices=SCHEDULES,
+                            help="After warmup: linear or cosine decay to 0, or constant.")
+    max_grad_norm: float = setting(1.0, label="Max gradient norm", low=0, high=1e6, shown=False,
+                                   help="Clip the gradient's global L2 norm to this; 0 = no clipping.")
+    weight_decay: float = setting(0.0, label="Weight decay", low=0, high=1, shown=False,
+                                  help="AdamW decoupled weight decay on the LoRA matrices.")
     # --- data --------------------------------------------------------------------------------
-    max_length: int = 256  # tokens per example; longer reviews are truncated (never the label)
-    mask_prompt: bool = True  # supervise only the answer; False = every token (ablation lab)
-    train_limit: int | None = None  # train on only N examples (label proportions kept); None = all
-    seed: int = 0  # seeds LoRA init, batch order and dropout: same seed, same result
+    max_length: int = setting(256, label="Max length (tokens)", low=32, high=8192,
+                              help="Longer reviews are truncated (never the label).")
+    mask_prompt: bool = setting(True, label="Label masking", cli=("--no-mask",),
+                                help="Supervise only the answer; off = every token (the ablation lab).")
+    train_limit: int | None = setting(None, label="Training examples", low=1, high=10_000_000, none_means="all",
+                                      cli=("--max-examples",),
+                                      help="Train on only N examples (label proportions kept); empty = all of them.")
+    seed: int = setting(0, label="Seed", low=0, high=2**32 - 1,
+                        help="Seeds LoRA init, batch order and dropout: same seed, same result.")
     # --- evaluation and bookkeeping ------------------------------------------------------------
-    eval_every: int = 0  # optimizer steps between validation passes; 0 = at the end of each epoch
-    eval_batch_size: int = 32  # reviews per classifier forward pass when evaluating
-    checkpoint_every: int = 0  # optimizer steps between resumable checkpoints; 0 = none
-    zero_shot: bool = False  # also score the base model without adapter on the test split
-    device: str | None = None  # "cpu" / "cuda"; None = a GPU if there is one
+    eval_every: int = setting(0, label="Validate every N steps", low=0, high=1_000_000, zero_means="each epoch",
+                              help="Optimizer steps between validation passes; 0 = at the end of each epoch.")
+    eval_batch_size: int = setting(32, label="Evaluation batch size", low=1, high=1024, shown=False,
+                                   help="Reviews per classifier forward pass when evaluating.")
+    checkpoint_every: int = setting(0, label="Checkpoint every N steps", low=0, high=1_000_000, shown=False,
+                                    help="Optimizer steps between resumable checkpoints; 0 = none.")
+    zero_shot: bool = setting(False, label="Zero-shot baseline", shown=False,
+                              help="Also score the base model without adapter on the test split.")
+    keep_best: bool = setting(True, label="Keep the best validation pass", shown=False,
+                              help="The result is the best validation pass's weights, not the last step's.")
+    device: str | None = setting(None, label="Device", check=_check_device, shown=False,
+                                 help="cpu, cuda or cuda:N; empty = a GPU if there is one.")
 
     def validate(self) -> None:
         """Raise ConfigError naming every field that is out of range."""
-        errors: dict[str, str] = {}
-
-        def check_int(name, low, high, *, optional=False):
-            value = getattr(self, name)
-            if optional and value is None:
-                return
-            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-                errors[name] = f"must be a whole number from {low} to {high}"
-
-        def check_float(name, low, high, *, low_open=False, high_open=False):
-            value = getattr(self, name)
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-            if not ok:
-                left, right = "(" if low_open else "[", ")" if high_open else "]"
-                errors[name] = f"must be a number in {left}{low:g}, {high:g}{right}"
-
-        if self.base_model not in BASE_MODELS:
-            errors["base_model"] = f"unknown base model; choose one of {', '.join(BASE_MODELS)}"
-        if not isinstance(self.dataset, str) or not self.dataset:
-            errors["dataset"] = "must name the dataset"
-        if self.labels is not None:
-            labels = list(self.labels)
-            unknown = [label for label in labels if label not in LABEL_ORDER]
-            if unknown:
-                errors["labels"] = f"unknown label(s) {', '.join(map(repr, unknown))}; use {', '.join(LABEL_ORDER)}"
-            elif len(labels) < 2 or len(set(labels)) != len(labels):
-                errors["labels"] = "needs at least two different labels"
-        if self.continue_from is not None and not (Path(self.continue_from) / "adapter_config.json").exists():
-            errors["continue_from"] = "is not an adapter directory (no adapter_config.json)"
-        check_int("lora_r", 1, 256)
-        check_int("lora_alpha", 1, 1024)
-        check_float("lora_dropout", 0, 1, high_open=True)
-        if not isinstance(self.use_rslora, bool):
-            errors["use_rslora"] = "must be true or false"
-        targets = list(self.target_modules) if isinstance(self.target_modules, (list, tuple)) else []
-        if not targets or any(t not in LORA_TARGETS for t in targets):
-            errors["target_modules"] = f"choose one or more of {', '.join(LORA_TARGETS)}"
-        check_float("learning_rate", 0, 0.1, low_open=True)
-        check_int("epochs", 1, 100)
-        check_int("max_steps", 1, 1_000_000, optional=True)
-        check_int("batch_size", 1, 512)
-        check_int("grad_accum", 1, 256)
-        check_float("warmup_ratio", 0, 1, high_open=True)
-        if self.schedule not in SCHEDULES:
-            errors["schedule"] = f"must be one of {', '.join(SCHEDULES)}"
-        check_float("max_grad_norm", 0, 1e6)
-        check_float("weight_decay", 0, 1)
-        check_int("max_length", 32, 8192)
-        if not isinstance(self.mask_prompt, bool):
-            errors["mask_prompt"] = "must be true or false"
-        check_int("train_limit", 1, 10_000_000, optional=True)
-        check_int("seed", 0, 2**32 - 1)
-        check_int("eval_every", 0, 1_000_000)
-        check_int("eval_batch_size", 1, 1024)
-        check_int("checkpoint_every", 0, 1_000_000)
-        if not isinstance(self.zero_shot, bool):
-            errors["zero_shot"] = "must be true or false"
-        if self.device not in (None, "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            errors["device"] = 'must be "cpu", "cuda" or empty (automatic)'
+        errors = {f.name: message for f in config_fields() if (message := f.problem(getattr(self, f.name)))}
         if errors:
             raise ConfigError(errors)
 
@@ -182,6 +274,7 @@ class TrainResult:
     metrics: dict | None = None  # test metrics (None when cancelled)
     zero_shot: dict | None = None  # base model's test metrics, if config.zero_shot
     validation: list[dict] = field(default_factory=list)  # every validation pass
+    best_validation: dict | None = None  # the pass whose weights were kept (keep_best), else None
 
 
 # --- pieces of the loop --------------------------------------------------------------------
@@ -310,11 +403,13 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
     return max(0.0, 1 - progress)
 
 
-def encode_all(tokenizer, examples, labels, config, split: str) -> list[EncodedExample]:
+def encode_all(tokenizer, examples, labels, config, split: str, max_length: int | None = None) -> list[EncodedExample]:
     encoded = []
     for i, example in enumerate(examples):
         try:
-            encoded.append(encode(tokenizer, example, labels, max_length=config.max_length, mask_prompt=config.mask_prompt))
+            encoded.append(
+                encode(tokenizer, example, labels, max_length=max_length or config.max_length, mask_prompt=config.mask_prompt)
+            )
         except MaskingError as exc:
             raise MaskingError(f"{split} example {i + 1}: {exc}") from exc
     return encoded
@@ -339,12 +434,16 @@ def build_model(config: TrainConfig):
     if config.continue_from:
         model = PeftModel.from_pretrained(model, config.continue_from, is_trainable=True)
     else:
+        n_blocks = model.config.num_hidden_layers
+        top = range(n_blocks - config.lora_top_blocks, n_blocks) if 0 < config.lora_top_blocks < n_blocks else None
         lora = LoraConfig(
             r=config.lora_r,
             lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout,
             use_rslora=config.use_rslora,
             target_modules=list(config.target_modules),
+            layers_to_transform=list(top) if top else None,
+            layers_pattern="layers" if top else None,
             bias="none",
             task_type="CAUSAL_LM",
         )
@@ -352,11 +451,112 @@ def build_model(config: TrainConfig):
     return model, tokenizer
 
 
+# --- the frozen-below / trained-above split: scoring and loss --------------------------------
+
+
+class Split:
+    """One split's encoded examples and, computed on first use, the hidden states of each
+    entering the first trained block (fixed: nothing below that block is trained)."""
+
+    def __init__(self, examples: list[Example], encoded: list[EncodedExample], prefix_len: int):
+        self.examples, self.encoded, self.prefix_len = examples, encoded, prefix_len
+        self.hidden: list = [None] * len(encoded)
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def batch(self, decoder, indices: list[int]):
+        """(hidden states, rows, supervised, score, targets) for these examples.
+
+        rows [B, T] marks the positions whose output is read: the supervised ones (position t
+        predicts token t + 1) and the one a classifier reads (the prompt's last token; with
+        masking on it is supervised too). supervised/score select among those rows, in order.
+        """
+        import torch
+
+        start = self.prefix_len
+        missing = [i for i in indices if self.hidden[i] is None]
+        if missing:  # the first epoch (or evaluation) pays for the frozen blocks, once
+            computed = decoder.frozen_hidden([self.encoded[i].input_ids[start:] for i in missing])
+            for i, hidden in zip(missing, computed, strict=True):
+                self.hidden[i] = hidden
+        width = max(len(self.encoded[i].input_ids) for i in indices) - start
+        supervised = torch.zeros(len(indices), width, dtype=torch.bool)
+        score = torch.zeros_like(supervised)
+        targets = []
+        for row, i in enumerate(indices):
+            example = self.encoded[i]
+            for t, target in enumerate(example.labels[start + 1 :]):
+                if target != IGNORE_INDEX:
+                    supervised[row, t] = True
+                    targets.append(target)
+            score[row, example.prompt_len - 1 - start] = True
+        rows = supervised | score
+        return [self.hidden[i] for i in indices], rows, supervised[rows], score[rows], torch.tensor(targets)
+
+
+def split_loss(decoder, head, split: Split, indices: list[int]):
+    """(sum of the supervised tokens' cross-entropies, their number, final hidden state at each
+    example's scoring position). lm_head runs only at supervised positions."""
+    import torch.nn.functional as F
+
+    hidden, rows, supervised, score, targets = split.batch(decoder, indices)
+    out = decoder.forward(hidden, rows.to(decoder.device))
+    logits = head(out[supervised.to(decoder.device)]).float()
+    return F.cross_entropy(logits, targets.to(decoder.device), reduction="sum"), len(targets), out[score.to(decoder.device)]
+
+
+def single_token_label_ids(tokenizer, labels) -> list[int] | None:
+    """Each label's answer token when every label is one token (as the Classifier scores
+    them), else None: then scoring goes through the Classifier."""
+    from .classify import _PROBE_TEXT
+
+    seqs = [prompt_and_answer_ids(tokenizer, _PROBE_TEXT, label, labels)[1][:-1] for label in labels]
+    return [seq[0] for seq in seqs] if all(len(seq) == 1 for seq in seqs) else None
+
+
+def score_split(run: Prepared, split: Split) -> dict:
+    """Loss (the training loss), metrics and predictions of the model as it is now.
+
+    Label scores are what the Classifier computes (label-token logits at the prompt's last
+    position, softmax over the labels), read from the same pass as the loss.
+    """
+    import torch
+
+    from .classify import Classifier
+    from .evaluate import evaluate
+    from .metrics import compute_metrics
+
+    order = sorted(range(len(split)), key=lambda i: len(split.encoded[i].input_ids))
+    predicted: list = [None] * len(split)
+    loss_sum, n_tokens = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(order), run.config.eval_batch_size):
+            indices = order[start : start + run.config.eval_batch_size]
+            loss, n, last = split_loss(run.decoder, run.head, split, indices)
+            loss_sum, n_tokens = loss_sum + loss.item(), n_tokens + n
+            if run.label_ids is not None:
+                probs = torch.softmax(last.float() @ run.head.weight[run.label_ids].float().T, dim=-1).tolist()
+                for i, row in zip(indices, probs, strict=True):
+                    predicted[i] = dict(zip(run.labels, row, strict=True))
+    if run.label_ids is None:
+        result = evaluate(Classifier(run.model, run.tokenizer, run.labels), split.examples, batch_size=run.config.eval_batch_size)
+    else:
+        rows = []
+        for example, encoded, probs in zip(split.examples, split.encoded, predicted, strict=True):
+            label = max(probs, key=probs.get)
+            rows.append({"text": example.text, "label": example.label, "predicted": label, "probs": probs,
+                         "correct": label == example.label, "truncated": encoded.text_truncated})
+        metrics = compute_metrics([r["label"] for r in rows], [r["predicted"] for r in rows], run.labels)
+        result = {"metrics": metrics, "predictions": rows}
+    return result | {"loss": loss_sum / max(n_tokens, 1)}
+
+
 # --- checkpoints ---------------------------------------------------------------------------
 
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, config: TrainConfig) -> None:
-    """Adapter + optimizer + scheduler + step + RNG, written aside then renamed into place."""
+def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, config: TrainConfig, best: Best) -> None:
+    """Adapter + optimizer + scheduler + step + RNG + best-so-far, written aside then renamed."""
     import torch
 
     tmp = path.with_name(path.name + ".tmp")
@@ -371,6 +571,7 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, config: 
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "python_rng": random.getstate(),
             "config": config.to_dict(),
+            "best": (best.record, best.weights),
         },
         tmp / "trainer_state.pt",
     )
@@ -378,7 +579,7 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, config: 
     tmp.rename(path)
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler, config: TrainConfig) -> int:
+def load_checkpoint(path: Path, model, optimizer, scheduler, config: TrainConfig, best: Best) -> int:
     """Restore a checkpoint written by save_checkpoint(); returns the step to continue from."""
     import torch
     from peft import set_peft_model_state_dict
@@ -396,7 +597,164 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, config: TrainConfig
     if state["cuda_rng"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     random.setstate(state["python_rng"])
+    best.record, best.weights = state["best"]
     return state["step"]
+
+
+# --- the run's parts -------------------------------------------------------------------------
+
+
+class Best:
+    """The best validation pass so far and a copy of the LoRA weights at it (keep_best).
+
+    Validation macro-F1 moves by several points between late passes, so the run's result is
+    the best pass's weights rather than whatever the last step left. Best = higher macro-F1,
+    then lower validation loss; ties keep the earlier step.
+    """
+
+    def __init__(self, params, enabled: bool):
+        self.params, self.enabled = params, enabled
+        self.record: dict | None = None  # {"step", "loss", "accuracy", "macro_f1"}
+        self.weights: list | None = None
+
+    def consider(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        if self.record is None or (record["macro_f1"], -record["loss"]) > (self.record["macro_f1"], -self.record["loss"]):
+            self.record = {k: record[k] for k in ("step", "loss", "accuracy", "macro_f1")}
+            self.weights = [p.detach().clone() for p in self.params]
+
+    def restore(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            for param, saved in zip(self.params, self.weights, strict=True):
+                param.copy_(saved)
+
+
+@dataclass
+class Prepared:
+    """What the loop works with, from prepare()."""
+
+    config: TrainConfig
+    labels: list[str]
+    model: object  # the peft model
+    tokenizer: object
+    decoder: object  # mlcore.upper.SplitDecoder
+    head: object  # lm_head
+    label_ids: list[int] | None  # single_token_label_ids()
+    train: Split
+    validation: Split
+    test: Split
+    params: list
+    optimizer: object
+    scheduler: object
+    steps_per_epoch: int
+    total_steps: int
+
+
+def check_labels(config: TrainConfig, dataset: Dataset) -> list[str]:
+    labels = list(config.labels) if config.labels else list(dataset.labels)
+    stray = sorted({e.label for split in (dataset.train, dataset.validation, dataset.test) for e in split} - set(labels))
+    if stray:
+        raise ConfigError({"labels": f"the dataset also has the label(s) {', '.join(stray)}"})
+    return labels
+
+
+def prepare(config: TrainConfig, dataset: Dataset) -> Prepared:
+    """Seed, base model + LoRA, the examples encoded with their label mask, optimizer, schedule."""
+    import torch
+
+    from .upper import SplitDecoder, first_trainable_block, supports
+
+    config.validate()
+    labels = check_labels(config, dataset)
+    seed_everything(config.seed)
+    model, tokenizer = build_model(config)
+    causal_lm = model.get_base_model()  # LoRA layers are injected into it in place
+    if not supports(causal_lm):
+        raise ConfigError({"base_model": "training supports Llama- and Qwen2-family models only"})
+    examples = select_examples(dataset.train, config.train_limit, config.seed)
+    train_set = encode_all(tokenizer, examples, labels, config, "train")
+    if not train_set:
+        raise ConfigError({"dataset": "has no training examples"})
+    # Validation and test reviews are cut where the served classifier cuts them.
+    eval_length = max(config.max_length, serving_max_length(tokenizer, labels))
+    val_set = encode_all(tokenizer, dataset.validation, labels, config, "validation", eval_length)
+    test_set = encode_all(tokenizer, dataset.test, labels, config, "test", eval_length)
+    # Every example starts with the same system turn: it runs once per batch (mlcore.upper).
+    prefix = shared_prefix(tokenizer, labels, train_set + val_set + test_set, config.mask_prompt)
+    decoder = SplitDecoder(causal_lm, first_trainable_block(causal_lm), prefix)
+    steps_per_epoch = math.ceil(math.ceil(len(train_set) / config.batch_size) / config.grad_accum)
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    warmup_steps = int(config.warmup_ratio * total_steps)
+    # Only the LoRA matrices are trainable. fused: one kernel for all of them, not one per tensor.
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, config.schedule))
+    return Prepared(
+        config, labels, model, tokenizer, decoder, causal_lm.get_output_embeddings(), single_token_label_ids(tokenizer, labels),
+        Split(examples, train_set, len(prefix)), Split(dataset.validation, val_set, len(prefix)),
+        Split(dataset.test, test_set, len(prefix)), params, optimizer, scheduler, steps_per_epoch, total_steps,
+    )
+
+
+def serving_max_length(tokenizer, labels) -> int:
+    """The sequence length at which the served Classifier starts cutting reviews."""
+    longest = max(sum(map(len, prompt_and_answer_ids(tokenizer, "", label, labels))) for label in labels)
+    return DEFAULT_MAX_TEXT_TOKENS + longest
+
+
+def train_step(run: Prepared, group: list[list[int]]) -> tuple[float, float]:
+    """One optimizer step over the batches of `group`; returns (mean token loss, grad norm)."""
+    import torch
+
+    # Average over every supervised token of the accumulated batches, so grad_accum=4 x
+    # batch_size=2 computes the same gradient as batch_size=8.
+    n_supervised = sum(run.train.encoded[i].num_supervised for batch in group for i in batch)
+    loss_total = torch.zeros((), device=run.decoder.device)
+    for batch in group:
+        loss_sum, _, _ = split_loss(run.decoder, run.head, run.train, batch)
+        (loss_sum / n_supervised).backward()
+        loss_total += loss_sum.detach()
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.params, run.config.max_grad_norm or float("inf"))
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    loss, norm = torch.stack([loss_total / n_supervised, grad_norm.to(loss_total)]).tolist()  # one host sync
+    return loss, norm
+
+
+def validate(run: Prepared, step: int) -> dict:
+    """A validation pass: the training loss and the classifier's accuracy on the split."""
+    run.model.eval()
+    result = score_split(run, run.validation)
+    run.model.train()
+    metrics = result["metrics"]
+    return {
+        "type": "eval", "step": step, "loss": result["loss"], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+    }
+
+
+def save_and_score(run: Prepared, out_dir: Path, best: Best, zero_shot: bool) -> tuple[dict, dict | None]:
+    """Keep the best validation weights (keep_best), save the adapter, score it on the test
+    split and, if asked, the base model without adapter: (test result, zero-shot metrics)."""
+    if best.record is not None:
+        best.restore()
+    run.model.save_pretrained(out_dir)
+    (out_dir / "README.md").unlink(missing_ok=True)  # peft's empty model card
+    run.model.eval()
+    test = score_split(run, run.test)
+    baseline = None
+    if zero_shot:  # the frozen blocks' hidden states are shared with the scoring above
+        with run.model.disable_adapter():
+            baseline = score_split(run, run.test)["metrics"]
+    with open(out_dir / "test_predictions.jsonl", "w", encoding="utf-8") as f:
+        for row in test["predictions"]:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return test, baseline
 
 
 # --- the loop ------------------------------------------------------------------------------
@@ -410,173 +768,76 @@ def train(config: TrainConfig, dataset: Dataset, out_dir, *, report=None, resume
     If it returns "stop" (or True), training stops after the current step, saves a checkpoint
     and returns with cancelled=True; train(..., resume=True) continues from it.
     """
-    import torch
-
-    from .classify import Classifier
-    from .evaluate import evaluate
-
-    config.validate()
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = out_dir / "checkpoint"
-    labels = list(config.labels) if config.labels else list(dataset.labels)
-    stray = sorted({e.label for split in (dataset.train, dataset.validation, dataset.test) for e in split} - set(labels))
-    if stray:
-        raise ConfigError({"labels": f"the dataset also has the label(s) {', '.join(stray)}"})
     emit = report or (lambda event: None)
-
-    # --- seed, model, LoRA
-    seed_everything(config.seed)
-    model, tokenizer = build_model(config)
-    causal_lm = model.get_base_model()  # LoRA layers are injected into it in place
-    body, head = causal_lm.get_decoder(), causal_lm.get_output_embeddings()
-    device = head.weight.device
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-    # --- data: tokenise once, with the label mask
-    train_set = encode_all(tokenizer, select_examples(dataset.train, config.train_limit, config.seed), labels, config, "train")
-    val_set = encode_all(tokenizer, dataset.validation, labels, config, "validation")
-    if not train_set:
-        raise ConfigError({"dataset": "has no training examples"})
-    # Every example starts with the same system turn: run it once per batch (see supervised_loss).
-    prefix_ids = shared_prefix(tokenizer, labels, train_set + val_set, config.mask_prompt)
-    prefix = torch.tensor([prefix_ids], device=device) if prefix_ids else None
-    batches_per_epoch = math.ceil(len(train_set) / config.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / config.grad_accum)
-    total_steps = config.epochs * steps_per_epoch
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-    warmup_steps = int(config.warmup_ratio * total_steps)
-
-    # --- optimizer and schedule (only the LoRA matrices are trainable)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, config.schedule)
-    )
+    run = prepare(config, dataset)
+    best = Best(run.params, config.keep_best)
     step = 0
     if resume and (checkpoint_dir / "trainer_state.pt").exists():
-        step = load_checkpoint(checkpoint_dir, model, optimizer, scheduler, config)
+        step = load_checkpoint(checkpoint_dir, run.model, run.optimizer, run.scheduler, config, best)
 
-    def validate_now() -> dict:
-        """Validation loss (same loss as training) and accuracy (the serving classifier)."""
-        model.eval()
-        with torch.inference_mode():
-            loss_sum, n_tokens = 0.0, 0
-            for start in range(0, len(val_set), config.eval_batch_size):
-                batch = collate(val_set[start : start + config.eval_batch_size], pad_id, len(prefix_ids))
-                loss, n = supervised_loss(body, head, *(t.to(device) for t in batch), prefix=prefix)
-                loss_sum, n_tokens = loss_sum + loss.item(), n_tokens + n
-        result = evaluate(Classifier(model, tokenizer, labels), dataset.validation, batch_size=config.eval_batch_size)
-        model.train()
-        metrics = result["metrics"]
-        return {
-            "type": "eval",
-            "step": step,
-            "loss": loss_sum / max(n_tokens, 1),
-            "accuracy": metrics["accuracy"],
-            "macro_f1": metrics["macro_f1"],
-        }
-
-    # --- the loop
-    model.train()
+    run.model.train()
     validation: list[dict] = []
     train_s, samples, tokens, steps_run, cancelled = 0.0, 0, 0, 0, False
-    while step < total_steps and not cancelled:
-        epoch = step // steps_per_epoch
-        batches = length_grouped_batches(train_set, config.batch_size, config.seed + epoch)
+    while step < run.total_steps and not cancelled:
+        epoch = step // run.steps_per_epoch
+        batches = length_grouped_batches(run.train.encoded, config.batch_size, config.seed + epoch)
         groups = [batches[i : i + config.grad_accum] for i in range(0, len(batches), config.grad_accum)]
-        for group in groups[step - epoch * steps_per_epoch :]:  # on resume, skip what is done
+        for group in groups[step - epoch * run.steps_per_epoch :]:  # on resume, skip what is done
             tick = time.perf_counter()
-            # Average the loss over every supervised token of the accumulated batches, so
-            # grad_accum=4 x batch_size=2 computes the same gradient as batch_size=8.
-            n_supervised = sum(train_set[i].num_supervised for batch in group for i in batch)
-            loss_total = 0.0
-            for batch in group:
-                examples = [train_set[i] for i in batch]
-                input_ids, attention_mask, target = (t.to(device) for t in collate(examples, pad_id, len(prefix_ids)))
-                loss_sum, _ = supervised_loss(body, head, input_ids, attention_mask, target, prefix=prefix)
-                (loss_sum / n_supervised).backward()
-                loss_total += loss_sum.item()
-                samples += len(examples)
-                tokens += sum(len(e.input_ids) for e in examples)
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or float("inf"))
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
+            lr = run.scheduler.get_last_lr()[0]
+            loss, grad_norm = train_step(run, group)
+            step, steps_run = step + 1, steps_run + 1
             train_s += time.perf_counter() - tick
-
-            steps_run += 1
-            answer = emit(
-                {
-                    "type": "step",
-                    "step": step,
-                    "total_steps": total_steps,
-                    "epoch": step / steps_per_epoch,
-                    "loss": loss_total / n_supervised,
-                    "lr": lr,
-                    "grad_norm": float(grad_norm),
-                    "samples_per_s": samples / train_s,
-                    "tokens_per_s": tokens / train_s,
-                    "elapsed_s": time.perf_counter() - started,
-                    "eta_s": train_s / steps_run * (total_steps - step),
-                }
-            )
+            samples += sum(map(len, group))
+            tokens += sum(len(run.train.encoded[i].input_ids) for batch in group for i in batch)
+            answer = emit({
+                "type": "step", "step": step, "total_steps": run.total_steps, "epoch": step / run.steps_per_epoch,
+                "loss": loss, "lr": lr, "grad_norm": grad_norm, "samples_per_s": samples / train_s,
+                "tokens_per_s": tokens / train_s, "elapsed_s": time.perf_counter() - started,
+                "eta_s": train_s / steps_run * (run.total_steps - step),
+            })
             cancelled = answer is True or answer == "stop"
-            end_of_epoch = step % steps_per_epoch == 0
+            end_of_epoch = step % run.steps_per_epoch == 0
             due = (step % config.eval_every == 0) if config.eval_every else end_of_epoch
-            if val_set and (due or step == total_steps) and not cancelled:
-                validation.append(validate_now())
+            if len(run.validation) and (due or step == run.total_steps) and not cancelled:
+                validation.append(validate(run, step))
+                best.consider(validation[-1])
                 emit(validation[-1])
-            if cancelled or (config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps):
-                save_checkpoint(checkpoint_dir, model, optimizer, scheduler, step, config)
-            if cancelled or step >= total_steps:
+            if cancelled or (config.checkpoint_every and step % config.checkpoint_every == 0 and step < run.total_steps):
+                save_checkpoint(checkpoint_dir, run.model, run.optimizer, run.scheduler, step, config, best)
+            if cancelled or step >= run.total_steps:
                 break
+    return finish(run, out_dir, best, validation, started, step, cancelled, (train_s, samples), emit)
 
-    # --- save: the adapter always travels with its config and labels
+
+def finish(run: Prepared, out_dir: Path, best: Best, validation, started, step, cancelled, timing, emit) -> TrainResult:
+    """Write config and labels (the adapter always travels with them); unless cancelled, save
+    and score the adapter and write metrics.json; report "done"."""
+    config, (train_s, samples) = run.config, timing
     (out_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    (out_dir / "labels.json").write_text(json.dumps(labels) + "\n")
+    (out_dir / "labels.json").write_text(json.dumps(run.labels) + "\n")
     result = TrainResult(
-        out_dir=out_dir,
-        cancelled=cancelled,
-        steps=step,
-        total_steps=total_steps,
-        elapsed_s=0.0,
-        train_s=train_s,
-        samples_per_s=samples / train_s if train_s else 0.0,
-        validation=validation,
+        out_dir=out_dir, cancelled=cancelled, steps=step, total_steps=run.total_steps, elapsed_s=0.0, train_s=train_s,
+        samples_per_s=samples / train_s if train_s else 0.0, validation=validation,
     )
     if not cancelled:
-        model.save_pretrained(out_dir)
-        (out_dir / "README.md").unlink(missing_ok=True)  # peft's empty model card
-        model.eval()
-        test = evaluate(Classifier(model, tokenizer, labels), dataset.test, batch_size=config.eval_batch_size)
+        test, result.zero_shot = save_and_score(run, out_dir, best, config.zero_shot)
         result.metrics = test["metrics"]
-        if config.zero_shot:
-            with model.disable_adapter():
-                result.zero_shot = evaluate(
-                    Classifier(model, tokenizer, labels), dataset.test, batch_size=config.eval_batch_size
-                )["metrics"]
-        with open(out_dir / "test_predictions.jsonl", "w", encoding="utf-8") as f:
-            for row in test["predictions"]:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: nothing left to resume
+        result.best_validation = best.record
+        shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)  # finished: nothing left to resume
     result.elapsed_s = time.perf_counter() - started
     summary = {
         "test": result.metrics,
         "zero_shot": result.zero_shot,
         "validation": validation,
+        "best_validation": result.best_validation,
         "train": {
-            "steps": step,
-            "total_steps": total_steps,
-            "train_examples": len(train_set),
-            "train_s": train_s,
-            "samples_per_s": result.samples_per_s,
-            "elapsed_s": result.elapsed_s,
-            "cancelled": cancelled,
+            "steps": step, "total_steps": run.total_steps, "train_examples": len(run.train), "train_s": train_s,
+            "samples_per_s": result.samples_per_s, "elapsed_s": result.elapsed_s, "cancelled": cancelled,
         },
     }
     if not cancelled:

@@ -218,3 +218,95 @@ def test_a_train_limit_keeps_the_label_proportions(reviews):
     assert {label: sum(e.label == label for e in subset) for label in reviews.labels} == {
         "positive": 10, "negative": 10, "neutral": 10,
     }
+
+
+def lora_model_with_nonzero_b(**overrides):
+    model, tokenizer = build_model(tiny_config(**overrides))
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # B starts at 0, which would leave A without a gradient
+            torch.nn.init.normal_(param, std=0.05)
+    model.eval()  # dropout off: the paths compared then compute the same function
+    return model, tokenizer
+
+
+def test_lora_in_the_top_block_trains_from_hidden_states_computed_once_with_the_same_loss_and_gradients(
+    tokenizer, small_dataset
+):
+    from mlcore.train import Split, split_loss
+    from mlcore.upper import SplitDecoder, first_trainable_block
+
+    model, _ = lora_model_with_nonzero_b(lora_top_blocks=1)
+    causal_lm = model.get_base_model()
+    body, head = causal_lm.get_decoder(), causal_lm.get_output_embeddings()
+    assert first_trainable_block(causal_lm) == 1  # the tiny model has 2 blocks; block 0 is frozen
+    examples = small_dataset.train[:6]
+    encoded = [encode(tokenizer, e, small_dataset.labels, max_length=256) for e in examples]
+    prefix = shared_prefix(tokenizer, small_dataset.labels, encoded, mask_prompt=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def loss_and_grads(compute):
+        model.zero_grad()
+        loss, n = compute()
+        (loss / n).backward()
+        return (loss / n).item(), [p.grad.clone() for p in params]
+
+    # Reference: transformers' own forward over whole sequences, every block run every time.
+    reference = loss_and_grads(lambda: supervised_loss(body, head, *collate(encoded, tokenizer.pad_token_id)))
+    split = Split(examples, encoded, len(prefix))
+    decoder = SplitDecoder(causal_lm, 1, prefix)
+    first = loss_and_grads(lambda: split_loss(decoder, head, split, list(range(6)))[:2])
+    assert all(h is not None for h in split.hidden)  # block 0's output is now stored per example
+    again = loss_and_grads(lambda: split_loss(decoder, head, split, [5, 4, 3, 2, 1, 0])[:2])  # from the store
+    for loss, grads in (first, again):
+        assert loss == pytest.approx(reference[0], rel=1e-5)
+        for a, b in zip(reference[1], grads, strict=True):
+            assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_lora_in_the_top_block_only_leaves_the_blocks_below_without_lora(tmp_path, small_dataset):
+    train(tiny_config(max_steps=1, lora_top_blocks=1), small_dataset, tmp_path)
+    names = list(adapter_weights(tmp_path))
+    assert names and all(".layers.1." in name for name in names)
+
+
+def test_scores_read_from_the_training_pass_are_the_classifiers_scores(small_dataset):
+    from mlcore.classify import Classifier
+    from mlcore.evaluate import evaluate
+    from mlcore.train import prepare, score_split
+
+    run = prepare(tiny_config(lora_top_blocks=1), small_dataset)
+    for name, param in run.model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.05)
+    run.model.eval()
+    ours = score_split(run, run.test)
+    served = evaluate(Classifier(run.model, run.tokenizer, run.labels), small_dataset.test)
+    assert ours["metrics"] == served["metrics"]
+    for a, b in zip(ours["predictions"], served["predictions"], strict=True):
+        assert a["predicted"] == b["predicted"] and a["text"] == b["text"]
+        assert all(a["probs"][label] == pytest.approx(b["probs"][label], abs=1e-5) for label in run.labels)
+
+
+def test_the_run_keeps_the_weights_of_its_best_validation_pass(tmp_path, small_dataset):
+    from mlcore.train import prepare, validate
+
+    config = tiny_config(max_steps=6, eval_every=1, learning_rate=3e-2, schedule="constant", warmup_ratio=0.0)
+    result = train(config, small_dataset, tmp_path)
+    passes = result.validation
+    best = max(passes, key=lambda p: (p["macro_f1"], -p["loss"], -p["step"]))
+    assert result.best_validation == {k: best[k] for k in ("step", "loss", "accuracy", "macro_f1")}
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["best_validation"]["step"] == best["step"]
+    # The saved adapter is the best pass's: scored again, it gives that pass's validation loss.
+    reloaded = prepare(tiny_config(continue_from=str(tmp_path)), small_dataset)
+    assert validate(reloaded, 0)["loss"] == pytest.approx(best["loss"], rel=1e-5)
+
+
+def test_without_keep_best_the_run_keeps_its_last_weights(tmp_path, small_dataset):
+    from mlcore.train import prepare, validate
+
+    config = tiny_config(max_steps=3, eval_every=1, learning_rate=3e-2, keep_best=False)
+    result = train(config, small_dataset, tmp_path)
+    assert result.best_validation is None
+    reloaded = prepare(tiny_config(continue_from=str(tmp_path)), small_dataset)
+    assert validate(reloaded, 0)["loss"] == pytest.approx(result.validation[-1]["loss"], rel=1e-5)
