@@ -2,13 +2,35 @@ from django import forms
 from django.conf import settings
 
 from labs.models import DatasetUpload, Lab, Run
+from mlcore.train import ConfigField, config_fields
 
-# The form's fields carry TrainConfig's names, so ConfigError messages land on the right field.
-CONFIG_FIELDS = (
-    "base_model", "dataset", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "learning_rate", "epochs",
-    "batch_size", "grad_accum", "warmup_ratio", "schedule", "max_length", "mask_prompt", "seed", "train_limit",
-    "eval_every",
-)
+# The launch form's settings are TrainConfig's shown fields, generated from their declarations
+# (mlcore.train.setting); fields carry TrainConfig's names, so ConfigError messages land on them.
+FORM_CONFIG_FIELDS = [f for f in config_fields() if f.setting.shown]
+CONFIG_FIELDS = tuple(f.name for f in FORM_CONFIG_FIELDS)
+CHOSEN_HERE = {"base_model", "dataset"}  # choices that depend on this server and the learner, set per form
+
+
+def config_form_field(f: ConfigField) -> forms.Field:
+    """The form field for one TrainConfig setting: label, help and widget from its declaration.
+    Ranges are not repeated here: clean() reports TrainConfig.validate()'s messages."""
+    common = {"label": f.setting.label, "help_text": f.setting.help}
+    if f.kind == "tuple":
+        return forms.MultipleChoiceField(choices=[(c, c) for c in f.setting.choices], widget=forms.CheckboxSelectMultiple,
+                                         **common)
+    if f.setting.choices or f.name in CHOSEN_HERE:
+        return forms.ChoiceField(choices=[(c, c) for c in f.setting.choices], **common)
+    if f.kind == "bool":
+        return forms.BooleanField(required=False, **common)
+    if f.kind == "int":
+        return forms.IntegerField(required=not f.optional, **common)
+    if f.kind == "float":
+        return forms.FloatField(required=not f.optional, **common)
+    return forms.CharField(required=not f.optional, **common)
+
+
+# The TrainConfig part of the launch form, generated; RunForm adds the upload and the parent run.
+ConfigForm = type("ConfigForm", (forms.Form,), {f.name: config_form_field(f) for f in FORM_CONFIG_FIELDS})
 
 
 def base_model_choices() -> list[tuple[str, str]]:
@@ -29,37 +51,20 @@ def dataset_choices(user) -> list[tuple[str, str]]:
     ]
 
 
-class RunForm(forms.Form):
-    base_model = forms.ChoiceField(label="Base model")
-    dataset = forms.ChoiceField(label="Dataset")
+class RunForm(ConfigForm):
     upload = forms.FileField(
         required=False, label="…or upload a dataset",
         help_text='JSONL, one {"text": ..., "label": ...} per line, or CSV with a header row text,label. '
         "Labels: positive, negative, neutral, mixed. Split 65/12/23 into train/validation/test.",
     )
-    lora_r = forms.IntegerField(label="LoRA rank r")
-    lora_alpha = forms.IntegerField(label="LoRA alpha", help_text="The update is scaled by alpha / r.")
-    lora_dropout = forms.FloatField(label="LoRA dropout")
-    target_modules = forms.MultipleChoiceField(label="Target modules", widget=forms.CheckboxSelectMultiple)
-    learning_rate = forms.FloatField(label="Learning rate", widget=forms.NumberInput(attrs={"step": "any"}))
-    epochs = forms.IntegerField()
-    batch_size = forms.IntegerField(label="Batch size")
-    grad_accum = forms.IntegerField(label="Gradient accumulation", help_text="Batches per optimizer step.")
-    warmup_ratio = forms.FloatField(label="Warmup ratio", widget=forms.NumberInput(attrs={"step": "any"}))
-    schedule = forms.ChoiceField(label="Learning-rate schedule")
-    max_length = forms.IntegerField(label="Max length (tokens)")
-    mask_prompt = forms.BooleanField(required=False, label="Label masking (supervise only the answer)")
-    seed = forms.IntegerField()
-    train_limit = forms.IntegerField(required=False, label="Training examples", help_text="Empty = all of them.")
-    eval_every = forms.IntegerField(label="Validate every N steps", help_text="0 = at the end of each epoch.")
     continue_from = forms.ModelChoiceField(
         queryset=Run.objects.none(), required=False, label="Continue from",
         empty_label="a fresh LoRA adapter", help_text="Train further one of your finished adapters.",
     )
+    field_order = ["base_model", "dataset", "upload"]  # the rest in TrainConfig's order, then continue_from
 
     def __init__(self, *args, user, lab: Lab, multi_run: bool = False, **kwargs):
         from mlcore.registry import missing_model_notes
-        from mlcore.train import LORA_TARGETS, SCHEDULES
 
         super().__init__(*args, **kwargs)
         self.user, self.lab, self.multi_run = user, lab, multi_run
@@ -69,8 +74,6 @@ class RunForm(forms.Form):
         self.fields["base_model"].error_messages["invalid_choice"] = (
             "%(value)s cannot run on this server: its weights are not on disk. " + missing)
         self.fields["dataset"].choices = dataset_choices(user)
-        self.fields["target_modules"].choices = [(name, name) for name in LORA_TARGETS]
-        self.fields["schedule"].choices = [(name, name) for name in SCHEDULES]
         if multi_run:
             del self.fields["continue_from"]
             # What every run of the lab sets itself is shown, not edited.
@@ -145,8 +148,9 @@ class RunForm(forms.Form):
 
 
 def _sentence(name: str, message: str) -> str:
-    """ConfigError says "must be ..."; a form error reads better with the field's name."""
-    return f"{name.replace('_', ' ').capitalize()} {message}."
+    """ConfigError says "must be ..."; a form error reads better with the setting's label."""
+    labels = {f.name: f.setting.label for f in config_fields()}
+    return f"{labels.get(name, name.replace('_', ' ').capitalize())} {message}."
 
 
 def initial_from_config(config: dict) -> dict:

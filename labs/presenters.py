@@ -13,20 +13,24 @@ from django.db.models import Q
 from django.template.loader import select_template
 
 from labs.models import Lab, Run
+from mlcore.train import Setting, config_fields
 
 LOG_TAIL = 40
 # Files of a run's artifact folder that make up the downloadable adapter.
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "train_config.json", "labels.json", "metrics.json")
-FIELD_LABELS = {
-    "base_model": "base model", "dataset": "dataset", "lora_r": "LoRA r", "lora_alpha": "LoRA alpha",
-    "lora_dropout": "LoRA dropout", "target_modules": "target modules", "learning_rate": "learning rate",
-    "epochs": "epochs", "batch_size": "batch size", "grad_accum": "gradient accumulation",
-    "warmup_ratio": "warmup ratio", "schedule": "schedule", "max_length": "max length",
-    "mask_prompt": "label masking", "seed": "seed", "train_limit": "training examples", "eval_every": "validate every",
-    "mode": "mode", "shots": "few-shot examples", "continue_from": "continues run",
-}
-HIDDEN_FIELDS = {"zero_shot", "device", "continue_from", "eval_batch_size", "checkpoint_every", "labels",
-                 "max_steps", "max_grad_norm", "weight_decay"}
+# Rows of the results tables: TrainConfig's shown settings (labels and wording from their
+# declarations in mlcore.train), plus what run_config() adds for a few-shot run.
+SETTINGS = {f.name: f.setting for f in config_fields() if f.setting.shown}
+EXTRA_ROWS = {"mode": Setting(label="mode"), "shots": Setting(label="few-shot examples")}
+
+
+def _row_setting(name: str) -> Setting | None:
+    return SETTINGS.get(name) or EXTRA_ROWS.get(name)
+
+
+def field_label(name: str) -> str:
+    row = _row_setting(name)
+    return row.label if row else name
 
 
 # --- labs ------------------------------------------------------------------------------------
@@ -50,29 +54,18 @@ def lab_questions(lab: Lab) -> list[dict]:
 
 
 def format_value(name: str, value) -> str:
-    if value is None:
-        return "all" if name == "train_limit" else "—"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(map(str, value))
-    if name == "eval_every" and value == 0:
-        return "each epoch"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
+    return (_row_setting(name) or Setting(label=name)).display(value)
 
 
 def config_rows(config: dict) -> list[tuple[str, str]]:
-    return [(FIELD_LABELS.get(name, name), format_value(name, value))
-            for name, value in config.items() if name not in HIDDEN_FIELDS]
+    return [(field_label(name), format_value(name, value)) for name, value in config.items() if _row_setting(name)]
 
 
 def variant_rows(lab: Lab) -> list[dict]:
     keys = {v["key"]: v["label"] for v in lab.variants}
     rows = []
     for v in lab.variants:
-        settings = [f"{FIELD_LABELS.get(k, k)} = {format_value(k, x)}" for k, x in (v.get("overrides") or {}).items()]
+        settings = [f"{field_label(k)} = {format_value(k, x)}" for k, x in (v.get("overrides") or {}).items()]
         if v.get("mode") == "fewshot":
             settings.append(f"{v['shots']} examples in the prompt")
         rows.append({
@@ -184,18 +177,18 @@ def adapter_zip(run: Run):
 
 def compare_context(runs: list[Run], *, sweep: str = "") -> dict:
     configs = [run_config(run) for run in runs]
-    names = [n for n in dict.fromkeys(k for c in configs for k in c) if n not in HIDDEN_FIELDS]
+    names = [n for n in dict.fromkeys(k for c in configs for k in c) if _row_setting(n)]
     differing = [n for n in names if len({repr(c.get(n)) for c in configs}) > 1]
     return {
         "runs": runs,
         "any_active": any(run.is_active for run in runs),
         "config_diff": [
-            {"field": FIELD_LABELS.get(n, n), "values": [format_value(n, c.get(n)) for c in configs]} for n in differing
+            {"field": field_label(n), "values": [format_value(n, c.get(n)) for c in configs]} for n in differing
         ],
         "metric_rows": [_metric_row(run) for run in runs],
         "compare_curves": [{"id": run.pk, "name": _run_name(run), "train": curves(run)["train"]} for run in runs],
         "sweep": sweep,
-        "sweep_label": FIELD_LABELS.get(sweep, sweep),
+        "sweep_label": field_label(sweep),
         "sweep_points": sweep_points(runs, sweep) if sweep else [],
         "compare_ids": ",".join(str(run.pk) for run in runs),
     }

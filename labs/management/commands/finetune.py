@@ -1,5 +1,7 @@
 """python manage.py finetune --out DIR [options]: LoRA fine-tuning from the command line.
 
+One option per TrainConfig setting, generated from its declaration (mlcore.train.setting):
+--learning-rate (or --lr), --lora-r (or --r), --no-mask, --targets q_proj,v_proj, ...
 Defaults are TrainConfig's defaults, i.e. the default lab. Only parses arguments and calls mlcore.
 """
 
@@ -8,28 +10,32 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-# option -> TrainConfig field (options left unset keep the TrainConfig default)
-FIELDS = {
-    "base_model": "base_model",
-    "dataset": "dataset",
-    "epochs": "epochs",
-    "max_steps": "max_steps",
-    "lr": "learning_rate",
-    "r": "lora_r",
-    "alpha": "lora_alpha",
-    "dropout": "lora_dropout",
-    "batch_size": "batch_size",
-    "grad_accum": "grad_accum",
-    "warmup_ratio": "warmup_ratio",
-    "schedule": "schedule",
-    "max_length": "max_length",
-    "max_examples": "train_limit",
-    "seed": "seed",
-    "eval_every": "eval_every",
-    "checkpoint_every": "checkpoint_every",
-    "continue_from": "continue_from",
-    "device": "device",
-}
+from mlcore.train import ConfigField, config_fields
+
+
+def comma_list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def add_config_option(parser, f: ConfigField) -> None:
+    """--field-name (plus the declared short names) for one setting; unset leaves the default."""
+    s = f.setting
+    flag = "--" + f.name.replace("_", "-")
+    default = "none" if f.default is None and s.none_means == "—" else s.display(f.default)
+    help_text = f"{s.help} (default: {default})".replace("%", "%%")
+    if f.kind == "bool":  # a flag that turns the setting away from its default
+        flag = flag if not f.default else "--no-" + flag[2:]
+        parser.add_argument(flag, *s.cli, dest=f.name, action="store_const", const=not f.default, default=None,
+                            help=f"{s.label}: {'on' if not f.default else 'off'} (default {s.display(f.default)}). {s.help}")
+        return
+    kwargs = {"dest": f.name, "default": None, "help": help_text}
+    if f.kind == "tuple":
+        kwargs.update(type=comma_list, metavar=",".join(s.choices[:2]) + ",..." if s.choices else "A,B,...")
+    elif f.kind in ("int", "float"):
+        kwargs["type"] = int if f.kind == "int" else float
+    if s.choices and f.kind != "tuple":
+        kwargs["choices"] = s.choices
+    parser.add_argument(flag, *s.cli, **kwargs)
 
 
 class Command(BaseCommand):
@@ -37,30 +43,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--out", required=True, help="output directory for the adapter, config and metrics")
-        parser.add_argument("--base-model", help="registry name (default: smollm2-135m-instruct)")
-        parser.add_argument("--dataset", help="bundled dataset: reviews or reviews-mixed (default: reviews)")
         parser.add_argument("--data", help="train on a JSONL/CSV file of text,label rows instead (split 65/12/23)")
-        parser.add_argument("--epochs", type=int)
-        parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-        parser.add_argument("--lr", type=float, help="peak learning rate")
-        parser.add_argument("--r", type=int, help="LoRA rank")
-        parser.add_argument("--alpha", type=int, help="LoRA alpha")
-        parser.add_argument("--dropout", type=float, help="LoRA dropout")
-        parser.add_argument("--targets", help="comma-separated LoRA target modules, e.g. q_proj,v_proj")
-        parser.add_argument("--batch-size", type=int)
-        parser.add_argument("--grad-accum", type=int)
-        parser.add_argument("--warmup-ratio", type=float)
-        parser.add_argument("--schedule", choices=["linear", "cosine", "constant"])
-        parser.add_argument("--max-length", type=int)
-        parser.add_argument("--max-examples", type=int, help="train on only N examples")
-        parser.add_argument("--no-mask", action="store_true", help="supervise every token, not just the answer")
-        parser.add_argument("--seed", type=int)
-        parser.add_argument("--eval-every", type=int, help="steps between validation passes (0 = each epoch)")
-        parser.add_argument("--checkpoint-every", type=int, help="steps between resumable checkpoints")
         parser.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint")
-        parser.add_argument("--continue-from", help="start from an existing adapter directory")
-        parser.add_argument("--zero-shot", action="store_true", help="also score the base model without adapter")
-        parser.add_argument("--device", choices=["cpu", "cuda"])
+        for f in config_fields():
+            add_config_option(parser, f)
 
     def handle(self, *args, **options):
         from mlcore.data import DatasetError, load_bundled, parse_upload, split_examples
@@ -68,13 +54,7 @@ class Command(BaseCommand):
         from mlcore.registry import ModelNotAvailable
         from mlcore.train import ConfigError, TrainConfig, train
 
-        overrides = {field: options[opt] for opt, field in FIELDS.items() if options[opt] is not None}
-        if options["targets"]:
-            overrides["target_modules"] = tuple(t.strip() for t in options["targets"].split(",") if t.strip())
-        if options["no_mask"]:
-            overrides["mask_prompt"] = False
-        if options["zero_shot"]:
-            overrides["zero_shot"] = True
+        overrides = {f.name: options[f.name] for f in config_fields() if options[f.name] is not None}
         try:
             if options["data"]:
                 path = options["data"]
