@@ -70,6 +70,10 @@ FORMULAS = {
     "speculative-decoding-expected-tokens": ((1 - 0.8 ** 5) / (1 - 0.8), [0.8 * 4, 1 + 0.8 * 4]),
     # bandwidth / bytes of weights per token; wrong: 1 byte per parameter, GiB instead of GB
     "decode-speed-bandwidth-bound": (3.35e12 / (8e9 * 2), [3.35e12 / 8e9, 3.35e12 / (16 * GIB)]),
+    # (4 + (16-bit scale + 16-bit zero point) / 128) bits x 70e9 / 8; wrong: no metadata, scale only
+    "gptq-4bit-70b-memory": (70e9 * (4 + (16 + 16) / 128) / 8 / GB, [70e9 * 4 / 8 / GB, 70e9 * (4 + 16 / 128) / 8 / GB]),
+    # Q8_0 block: 32 int8 + one fp16 scale; wrong: 8 (scale forgotten)
+    "gguf-q8-0-bits-per-weight": ((32 * 8 + 16) / 32, [8.0]),
 }
 
 
@@ -119,4 +123,6 @@ ADDED = [
     "kv-cache-llama3-8b-batch", "kv-cache-concurrent-sequences", "pagedattention-what-it-solves", "continuous-batching",
     "multi-lora-serving-vllm", "speculative-decoding-expected-tokens", "speculative-decoding-output-quality",
     "decode-speed-bandwidth-bound", "serving-latency-ttft-vs-throughput",
+    "gptq-vs-awq", "gptq-4bit-70b-memory", "gguf-q8-0-bits-per-weight", "fp8-e4m3-vs-e5m2", "imatrix-gguf-quantization",
+    "nf4-versus-uniform-int4", "weight-only-vs-w8a8-speed", "quantization-calibration-data-choice",
 ]
