@@ -118,8 +118,20 @@ def tokens_context(user, new_token: str = "", new_token_obj=None) -> dict:
     return {
         "tokens": list(ApiToken.objects.filter(user=user)),
         "new_token": new_token, "new_token_obj": new_token_obj,
-        "token_form": ApiTokenForm(), "api_rate": settings.API_RATE_PER_MINUTE, "api_max_texts": settings.API_MAX_TEXTS,
+        "token_form": ApiTokenForm(), "api_rate": settings.CLASSIFY_TEXTS_PER_MINUTE, "api_max_texts": settings.API_MAX_TEXTS,
+        **example_targets(user),
     }
+
+
+def example_targets(user) -> dict:
+    """What the account page's examples classify with: the learner's newest servable run, else
+    the default base model, so every example answers 200 for this learner as pasted."""
+    targets = services.targets_for_user(user)
+    if not targets:
+        return {"example_model": "", "example_body": ""}
+    first = targets[0]
+    name = f'"run": {first.run_id}' if first.run_id else f'"model": "{first.model_id}"'
+    return {"example_model": first.model_id, "example_body": name, "example_is_run": bool(first.run_id)}
 
 
 @login_required
