@@ -36,7 +36,8 @@ def test_the_learning_rate_and_rslora_labs_each_vary_what_their_questions_ask_ab
 
 
 def test_a_run_with_a_non_boolean_rslora_flag_stops_the_catalog_load():
-    text = "---\nslug: broken\ntitle: Broken\ngoal: g\npreset: {epochs: 1}\nruns:\n  - {key: a, label: A, overrides: {use_rslora: maybe}}\n---\nbody"
+    text = ("---\nslug: broken\ntitle: Broken\ngoal: g\npreset: {epochs: 1}\n"
+            "runs:\n  - {key: a, label: A, overrides: {use_rslora: maybe}}\n---\nbody")
     with pytest.raises(CatalogError, match="use_rslora"):
         parse_lab(text, "broken.md")
 
