@@ -74,6 +74,10 @@ FORMULAS = {
     "gptq-4bit-70b-memory": (70e9 * (4 + (16 + 16) / 128) / 8 / GB, [70e9 * 4 / 8 / GB, 70e9 * (4 + 16 / 128) / 8 / GB]),
     # Q8_0 block: 32 int8 + one fp16 scale; wrong: 8 (scale forgotten)
     "gguf-q8-0-bits-per-weight": ((32 * 8 + 16) / 32, [8.0]),
+    # LoRA r * (d_in + d_out) plus DoRA's d_out magnitudes, on 2 matrices x 32 layers; wrong: LoRA alone
+    "dora-trainable-parameters": (64 * (16 * (4096 + 4096) + 4096), [64 * 16 * (4096 + 4096), 64 * 16 * 4096]),
+    # rsLoRA alpha / sqrt(r): (16 / sqrt(4)) / (16 / sqrt(256)); wrong: standard alpha / r ratio (64)
+    "rslora-scaling-across-ranks": ((16 / math.sqrt(4)) / (16 / math.sqrt(256)), [(16 / 4) / (16 / 256), 1.0]),
 }
 
 
@@ -125,4 +129,7 @@ ADDED = [
     "decode-speed-bandwidth-bound", "serving-latency-ttft-vs-throughput",
     "gptq-vs-awq", "gptq-4bit-70b-memory", "gguf-q8-0-bits-per-weight", "fp8-e4m3-vs-e5m2", "imatrix-gguf-quantization",
     "nf4-versus-uniform-int4", "weight-only-vs-w8a8-speed", "quantization-calibration-data-choice",
+    "dora-magnitude-and-direction", "dora-trainable-parameters", "rslora-scaling-across-ranks", "pissa-initialization",
+    "pissa-sharing-the-adapter", "loraplus-learning-rate-ratio", "lora-variants-true-statements",
+    "choosing-a-lora-variant",
 ]
