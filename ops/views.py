@@ -34,4 +34,7 @@ def ping_start(request):
 @staff_member_required
 def ping_detail(request, pk: int):
     job = get_ping_for_user(request.user, pk)
-    return render(request, "ops/ping.html", {"job": job})
+    queued_at = job.created_at.timestamp()
+    # Each step's time since the job was queued: the web -> Redis -> worker -> database part of the path.
+    steps = [dict(event, after_ms=round((event.get("t", queued_at) - queued_at) * 1000)) for event in job.events]
+    return render(request, "ops/ping.html", {"job": job, "steps": steps, "queued_at": queued_at})

@@ -4,6 +4,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.forms.models import BaseInlineFormSet
+from django.http import HttpResponse, HttpResponseNotAllowed
+from django.urls import path, reverse
 from django.utils.html import format_html
 
 from quiz.bank import BankError, validate_choices
@@ -18,6 +20,21 @@ TRANSITIONS = {
     Status.REVIEW: {Status.REVIEW, Status.DRAFT, Status.PUBLISHED},
     Status.PUBLISHED: {Status.PUBLISHED, Status.REVIEW, Status.DRAFT},
 }
+
+
+def normalise_newlines(data: dict) -> dict:
+    """LF line ends in every text value. Browsers submit textareas with CRLF (the HTML spec says
+    so); stored as sent, every save of a file-loaded question would "change" each field."""
+    for name, value in data.items():
+        if isinstance(value, str) and "\r" in value:
+            data[name] = value.replace("\r\n", "\n").replace("\r", "\n")
+    return data
+
+
+def question_preview_html(prompt: str, hint: str, answer: str) -> str:
+    """The admin's preview, rendered by the site's own markdown renderer and sanitizer."""
+    return format_html('<h3>Question</h3>{}<h3>Hint</h3>{}<h3>Answer</h3>{}',
+                       render_markdown(prompt), render_markdown(hint), render_markdown(answer))
 
 
 class RubricField(forms.CharField):
@@ -61,13 +78,23 @@ class QuestionAdminForm(forms.ModelForm):
         return new
 
     def clean(self):
-        data = super().clean()
+        data = normalise_newlines(super().clean())
         if data.get("kind") == Kind.NUMERIC:
             if data.get("numeric_answer") is None or data.get("tolerance") is None:
                 raise ValidationError("Numeric questions need a numeric answer and a tolerance.")
             if data["tolerance"] < 0:
                 self.add_error("tolerance", "Must be >= 0.")
         return data
+
+
+class ChoiceAdminForm(forms.ModelForm):
+    class Meta:
+        # Django's default 40x10 textareas put the inline table 600 px past a 1280 px screen.
+        widgets = {"text": forms.Textarea(attrs={"rows": 2, "cols": 34}),
+                   "explanation": forms.Textarea(attrs={"rows": 2, "cols": 34})}
+
+    def clean(self):
+        return normalise_newlines(super().clean())
 
 
 class ChoiceFormSet(BaseInlineFormSet):
@@ -87,6 +114,7 @@ class ChoiceFormSet(BaseInlineFormSet):
 
 class ChoiceInline(admin.TabularInline):
     model = Choice
+    form = ChoiceAdminForm
     formset = ChoiceFormSet
     extra = 0
     fields = ("position", "text", "correct", "explanation")
@@ -133,16 +161,29 @@ class QuestionAdmin(admin.ModelAdmin):
         (None, {"fields": ("slug", "title", "status", "kind", "difficulty", "topics", "very_often", "lab")}),
         ("Content (markdown)", {"fields": ("prompt", "hint", "answer", "rubric")}),
         ("Numeric answer", {"fields": ("numeric_answer", "tolerance", "unit"), "classes": ("collapse",)}),
-        ("Preview (sanitized, as learners see it)", {"fields": ("preview",)}),
+        ("Preview (sanitized, as learners see it; updates as you type)", {"fields": ("preview",)}),
         (None, {"fields": ("created_at", "updated_at")}),
     )
 
+    class Media:
+        js = ("js/markdown-preview.js",)  # live preview: re-rendered by the server as the curator types
+
+    def get_urls(self):
+        preview = path("preview/", self.admin_site.admin_view(self.preview_view), name="quiz_question_preview")
+        return [preview, *super().get_urls()]
+
+    def preview_view(self, request):
+        """POST prompt/hint/answer -> the sanitized HTML learners would see (staff only, via admin_view)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        data = normalise_newlines({name: request.POST.get(name, "") for name in ("prompt", "hint", "answer")})
+        return HttpResponse(question_preview_html(**data))
+
     @admin.display(description="preview")
     def preview(self, question):
-        if not question or not question.pk:
-            return "Save to see the preview."
-        return format_html('<div class="quiz-preview"><h3>Question</h3>{}<h3>Hint</h3>{}<h3>Answer</h3>{}</div>',
-                           render_markdown(question.prompt), render_markdown(question.hint), render_markdown(question.answer))
+        body = question_preview_html(question.prompt, question.hint, question.answer) if question and question.pk else ""
+        return format_html('<div class="quiz-preview" id="quiz-preview" data-url="{}" aria-live="polite">{}</div>',
+                           reverse("admin:quiz_question_preview"), body)
 
     def save_model(self, request, obj, form, change):
         if change:
