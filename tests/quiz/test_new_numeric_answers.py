@@ -78,6 +78,8 @@ FORMULAS = {
     "dora-trainable-parameters": (64 * (16 * (4096 + 4096) + 4096), [64 * 16 * (4096 + 4096), 64 * 16 * 4096]),
     # rsLoRA alpha / sqrt(r): (16 / sqrt(4)) / (16 / sqrt(256)); wrong: standard alpha / r ratio (64)
     "rslora-scaling-across-ranks": ((16 / math.sqrt(4)) / (16 / math.sqrt(256)), [(16 / 4) / (16 / 256), 1.0]),
+    # two untied (32,000 + 5) x 4,096 matrices, in millions; wrong: rows not resized, one matrix only
+    "modules-to-save-embedding-params": (2 * (32000 + 5) * 4096 / 1e6, [2 * 32000 * 4096 / 1e6, (32000 + 5) * 4096 / 1e6]),
 }
 
 
@@ -132,4 +134,7 @@ ADDED = [
     "dora-magnitude-and-direction", "dora-trainable-parameters", "rslora-scaling-across-ranks", "pissa-initialization",
     "pissa-sharing-the-adapter", "loraplus-learning-rate-ratio", "lora-variants-true-statements",
     "choosing-a-lora-variant",
+    "added-tokens-resize-embeddings", "modules-to-save-embedding-params", "duplicate-bos-token",
+    "assistant-mask-needs-generation-tags", "padding-side-batched-generation", "default-system-prompt-injection",
+    "end-of-turn-token-not-supervised", "chat-template-pitfalls-true-statements",
 ]
