@@ -21,6 +21,7 @@ from django.db import transaction
 
 from inference import prompting
 from inference.models import BaselineResult
+from ops.llm import llm_configured
 
 log = logging.getLogger(__name__)
 Method = BaselineResult.Method
@@ -32,10 +33,6 @@ API_ENV_HINT = ("Set TUNELAB_LLM_API_KEY to enable (and TUNELAB_LLM_BASE_URL, TU
 
 class BaselinesBusy(Exception):
     """Baselines of this run are already queued or running."""
-
-
-def api_configured() -> bool:
-    return bool(settings.LLM_API_KEY)
 
 
 def api_location() -> tuple[str, bool]:
@@ -198,7 +195,7 @@ def _compute_local(row: BaselineResult, context: _Context, base) -> None:
 
 
 def _compute_api(row: BaselineResult, context: _Context) -> None:
-    if not api_configured():
+    if not llm_configured():
         _mark(row, Status.SKIPPED, API_ENV_HINT)
         return
     shots = _shots(row, context)
@@ -238,7 +235,7 @@ def comparison(run) -> dict:
             "method": method, "title": SHORT_TITLES[method], "row": row,
             "location": (row.details.get("location") if row else None) or (location if api else "this server"),
             "is_external": (row.is_external if row else external) if api else False,
-            "needs_key": api and (row is None or row.status == Status.SKIPPED) and not api_configured(),
+            "needs_key": api and (row is None or row.status == Status.SKIPPED) and not llm_configured(),
         }
         if row and row.k:
             entry["title"] = f"{entry['title']} (k={row.k})"
@@ -246,5 +243,5 @@ def comparison(run) -> dict:
             entry["fallback_macro_f1"] = run.test_metrics.get("macro_f1")  # from training, before any baseline
         table.append(entry)
     busy = any(row.status in (Status.QUEUED, Status.RUNNING) for row in rows.values())
-    return {"rows": table, "busy": busy, "api_configured": api_configured(), "api_hint": API_ENV_HINT,
+    return {"rows": table, "busy": busy, "api_configured": llm_configured(), "api_hint": API_ENV_HINT,
             "default_k": settings.BASELINE_SHOTS, "model": settings.LLM_MODEL}

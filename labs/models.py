@@ -142,10 +142,14 @@ class Run(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("labs:run", args=[self.pk])
 
+    @staticmethod
+    def group_name_for(pk: int) -> str:
+        """The Channels group live notifications of run `pk` go to (writers may hold only the id)."""
+        return f"run.{pk}"
+
     @property
     def group_name(self) -> str:
-        """The Channels group live notifications of this run go to."""
-        return f"run.{self.pk}"
+        return Run.group_name_for(self.pk)
 
     @property
     def is_active(self) -> bool:

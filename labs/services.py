@@ -48,7 +48,7 @@ def event_append(*, run_id: int, type: str, payload: dict, notify: bool = True) 
         seq = Run.objects.filter(pk=run_id).values_list("last_seq", flat=True).get()
         event = RunEvent.objects.create(run_id=run_id, seq=seq, type=type, payload=payload)
     if notify:
-        group = f"run.{run_id}"
+        group = Run.group_name_for(run_id)
         # Persist first, notify after commit: a notified browser must find the row.
         transaction.on_commit(lambda: broadcast(group, {"type": "stream.event"}))
     return event

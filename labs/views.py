@@ -3,6 +3,7 @@ from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from labs import presenters
@@ -109,7 +110,7 @@ def run_clone(request, pk: int):
     run = get_run_for_user(request.user, pk)
     if run.lab is None:
         raise Http404("This run's lab no longer exists.")
-    return redirect(f"{run.lab.get_absolute_url()}launch/?clone={run.pk}")
+    return redirect(f"{reverse('labs:launch', args=[run.lab.slug])}?clone={run.pk}")
 
 
 @login_required

@@ -8,9 +8,10 @@ from django.http import HttpResponse, HttpResponseNotAllowed
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from content.markdown import render_markdown
+from labs.catalog import lab_slugs
 from quiz.bank import BankError, validate_choices
 from quiz.models import Answer, Attempt, Choice, JudgeCall, PracticeCard, Question, QuestionRevision, Quiz, QuizItem
-from quiz.rendering import render_markdown
 from quiz.services import question_canonical
 from quiz.vocab import TOPICS, Kind, Status, topic_label
 
@@ -55,6 +56,8 @@ class RubricField(forms.CharField):
 class QuestionAdminForm(forms.ModelForm):
     topics = forms.MultipleChoiceField(choices=[(t, topic_label(t)) for t in TOPICS], widget=forms.CheckboxSelectMultiple)
     rubric = RubricField(help_text="3 to 6 points a good answer covers, one per line.")
+    lab = forms.ChoiceField(required=False, choices=lambda: [("", "—")] + [(s, s) for s in lab_slugs()],
+                            help_text="The lab that proves the answer (labs/catalog).")
 
     class Meta:
         model = Question

@@ -14,7 +14,9 @@ from pathlib import Path
 import yaml
 from django.conf import settings
 
-from quiz.vocab import LAB_SLUGS, TOPICS, Difficulty, Kind, Status
+from content.markdown import FrontMatterError, split_front_matter
+from labs.catalog import lab_slugs
+from quiz.vocab import TOPICS, Difficulty, Kind, Status
 
 BANK_DIR = Path(settings.BASE_DIR) / "quiz" / "bank"
 CURATED_FILE = Path(settings.BASE_DIR) / "quiz" / "curated.yaml"
@@ -23,7 +25,6 @@ SLUG_RE = re.compile(r"^[a-z0-9-]{3,80}$")
 REQUIRED = ("slug", "title", "kind", "difficulty", "topics", "very_often", "status", "hint", "rubric")
 OPTIONAL = ("lab", "choices", "answer", "tolerance", "unit")
 CHOICE_KEYS = {"text", "correct", "explanation"}
-_FRONT_MATTER_RE = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*\n(.*)\Z", re.DOTALL)
 _QUESTION_RE = re.compile(r"^## Question[ \t]*$", re.MULTILINE)
 _ANSWER_RE = re.compile(r"^## Answer[ \t]*$", re.MULTILINE)
 
@@ -129,19 +130,11 @@ def parse_question_file(path: Path) -> QuestionData:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise BankError(path, "file", f"not UTF-8 ({exc.reason})") from None
-    text = text.replace("\r\n", "\n")
-    match = _FRONT_MATTER_RE.match(text)
-    if not match:
-        raise BankError(path, "front matter", "the file must start with '---', YAML front matter, then '---'")
     try:
-        meta = yaml.safe_load(match.group(1))
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" (line {where.line + 2})" if where is not None else ""
-        raise BankError(path, "front matter", f"invalid YAML{line}: {getattr(exc, 'problem', None) or exc}") from None
-    if not isinstance(meta, dict):
-        raise BankError(path, "front matter", "must be a YAML mapping of fields")
-    prompt, answer = _split_body(path, match.group(2))
+        meta, body = split_front_matter(text)
+    except FrontMatterError as exc:
+        raise BankError(path, "front matter", str(exc)) from None
+    prompt, answer = _split_body(path, body)
     return validate_question(path, meta, prompt, answer)
 
 
@@ -211,8 +204,8 @@ def validate_question(path: Path, meta: dict, prompt: str, answer: str) -> Quest
     if not isinstance(meta["very_often"], bool):
         raise BankError(path, "very_often", "must be true or false")
     lab = meta.get("lab") or ""
-    if lab and lab not in LAB_SLUGS:
-        raise BankError(path, "lab", f"unknown lab {lab!r} (allowed: {', '.join(LAB_SLUGS)})")
+    if lab and lab not in lab_slugs():
+        raise BankError(path, "lab", f"unknown lab {lab!r} (allowed: {', '.join(lab_slugs())})")
     hint = _text(path, meta, "hint")
     rubric = meta["rubric"]
     if not isinstance(rubric, list) or not 3 <= len(rubric) <= 6:

@@ -1,7 +1,8 @@
 from django import forms
 
+from labs.catalog import lab_slugs
 from quiz.services import MAX_QUIZ_LENGTH
-from quiz.vocab import LAB_SLUGS, TOPICS, Difficulty, Kind, topic_label
+from quiz.vocab import TOPICS, Difficulty, Kind, topic_label
 
 TOPIC_CHOICES = [(t, topic_label(t)) for t in TOPICS]
 PRACTICE_CHOICES = [("new", "New to me"), ("due", "Due for review"), ("mastered", "Mastered")]
@@ -15,7 +16,8 @@ class QuestionFilterForm(forms.Form):
     topic = forms.ChoiceField(required=False, label="Topic", choices=[("", "Any topic")] + TOPIC_CHOICES)
     difficulty = forms.ChoiceField(required=False, label="Difficulty", choices=[("", "Any difficulty")] + Difficulty.choices)
     kind = forms.ChoiceField(required=False, label="Kind", choices=[("", "Any kind")] + Kind.choices)
-    lab = forms.ChoiceField(required=False, label="Lab", choices=[("", "Any lab")] + [(s, f"Lab: {s}") for s in LAB_SLUGS])
+    lab = forms.ChoiceField(required=False, label="Lab",
+                            choices=lambda: [("", "Any lab")] + [(s, f"Lab: {s}") for s in lab_slugs()])
     very_often = forms.BooleanField(required=False, label="Asked very often")
     practice = forms.ChoiceField(required=False, choices=[("", "Any practice status")] + PRACTICE_CHOICES,
                                  label="My practice")

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import openai
 from django.conf import settings
 
+from ops.llm import llm_configured
+
 SYSTEM_PROMPT = """You grade answers to interview questions about fine-tuning large language models.
 
 The user message is a JSON object with the fields "question", "rubric" (a list of points, indexed from 0), \
@@ -58,8 +60,7 @@ class JudgeResult:
     raw: str = field(default="", repr=False)
 
 
-def judge_configured() -> bool:
-    return bool(settings.LLM_API_KEY)
+judge_configured = llm_configured  # the judge runs whenever the site's LLM endpoint is configured
 
 
 def build_messages(*, question: str, rubric: list[str], model_answer: str, learner_answer: str) -> list[dict]:

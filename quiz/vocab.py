@@ -15,11 +15,7 @@ TOPIC_MINIMUMS: dict[str, int] = {
 }
 TOPICS: tuple[str, ...] = tuple(TOPIC_MINIMUMS)
 
-# The lab catalog's slugs; a question with a `lab` links to /labs/<slug>/.
-LAB_SLUGS: tuple[str, ...] = (
-    "sentiment-lora", "masking-ablation", "rank-sweep", "data-size", "mixed-label", "fewshot-vs-finetune",
-    "learning-rate-sweep", "rslora-vs-lora",
-)
+# Lab slugs are not repeated here: the lab catalog's files define them (labs.catalog.lab_slugs).
 
 
 class Kind(models.TextChoices):

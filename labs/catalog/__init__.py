@@ -24,17 +24,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
-import markdown
-import nh3
-import yaml
+from content.markdown import FrontMatterError, render_markdown, split_front_matter
 
 CATALOG_DIR = Path(__file__).resolve().parent
 # URL segments under /labs/ that are pages, not labs.
 RESERVED_SLUGS = {"runs", "groups", "compare", "launch"}
 VARIANT_KEYS = {"key", "label", "overrides", "mode", "shots", "continue_from"}
-FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n(.*)\Z", re.DOTALL)
 MODES = ("finetune", "fewshot")
 
 
@@ -57,24 +55,15 @@ class LabSpec:
 
     @property
     def body_html(self) -> str:
-        return render_markdown(self.body_md)
-
-
-def render_markdown(text: str) -> str:
-    """Curated content still goes through the sanitizer: a lab file is code review, not trust."""
-    return nh3.clean(markdown.markdown(text, extensions=["fenced_code", "tables"]))
+        """Sanitized like every other markdown: a lab file is code review, not trust."""
+        return str(render_markdown(self.body_md))
 
 
 def parse_lab(text: str, source: str = "<string>") -> LabSpec:
-    match = FRONT_MATTER.match(text)
-    if not match:
-        raise CatalogError(f"{source}: no YAML front matter (--- ... ---) at the top")
     try:
-        meta = yaml.safe_load(match.group(1)) or {}
-    except yaml.YAMLError as exc:
-        raise CatalogError(f"{source}: invalid YAML front matter: {exc}") from None
-    if not isinstance(meta, dict):
-        raise CatalogError(f"{source}: the front matter must be a mapping")
+        meta, body = split_front_matter(text)
+    except FrontMatterError as exc:
+        raise CatalogError(f"{source}: front matter: {exc}") from None
     missing = [key for key in ("slug", "title", "goal", "preset") if not meta.get(key)]
     if missing:
         raise CatalogError(f"{source}: missing {', '.join(missing)}")
@@ -88,7 +77,7 @@ def parse_lab(text: str, source: str = "<string>") -> LabSpec:
         slug=slug,
         title=str(meta["title"]),
         goal=str(meta["goal"]).strip(),
-        body_md=match.group(2).strip(),
+        body_md=body.strip(),
         order=int(meta.get("order", 100)),
         summary=str(meta.get("summary", "")).strip(),
         questions=[str(q) for q in meta.get("questions") or []],
@@ -138,3 +127,17 @@ def load_catalog(directory: Path = CATALOG_DIR) -> list[LabSpec]:
     if duplicates:
         raise CatalogError(f"duplicate lab slug(s): {', '.join(duplicates)}")
     return sorted(specs, key=lambda spec: (spec.order, spec.slug))
+
+
+@lru_cache(maxsize=1)
+def lab_slugs() -> tuple[str, ...]:
+    """The catalog's lab slugs, in catalog order: THE list a question's `lab:` may name (a new
+    lab file is all it takes to add one)."""
+    return tuple(spec.slug for spec in load_catalog())
+
+
+def lab_url(slug: str) -> str:
+    """The page of the lab with this slug."""
+    from django.urls import reverse
+
+    return reverse("labs:lab", args=[slug])

@@ -1,6 +1,6 @@
 from django import template
 
-from quiz.rendering import render_markdown
+from content.markdown import render_markdown
 from quiz.vocab import topic_label as _topic_label
 
 register = template.Library()
@@ -8,7 +8,7 @@ register = template.Library()
 
 @register.filter
 def markdown(text: str):
-    """Sanitized HTML from markdown (see quiz.rendering)."""
+    """Sanitized HTML from markdown (see content.markdown)."""
     return render_markdown(text)
 
 

@@ -5,7 +5,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from quiz.rendering import render_markdown
+from content.markdown import render_markdown
 from quiz.services import answer_save, attempt_grade, attempt_start
 
 HOSTILE = {

@@ -1,12 +1,45 @@
-"""Markdown → sanitized HTML. Curated content is sanitized too: a bank file or an admin edit
-can carry hostile HTML, and it reaches every learner's browser."""
+"""Markdown files and markdown text, one way for the whole site.
+
+- split_front_matter(): a file's YAML front matter and its body (question bank, lab catalog).
+- render_markdown(): markdown -> sanitized HTML, with ONE allowlist. Curated content is
+  sanitized too: a bank file, a lab file or an admin edit can carry hostile HTML, and it reaches
+  every learner's browser.
+"""
 
 import re
 from functools import lru_cache
 
 import markdown
 import nh3
+import yaml
 from django.utils.safestring import SafeString, mark_safe
+
+# --- front matter ----------------------------------------------------------------------------
+
+_FRONT_MATTER_RE = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*\n(.*)\Z", re.DOTALL)
+
+
+class FrontMatterError(ValueError):
+    """The file does not start with a YAML mapping between two '---' lines; says why."""
+
+
+def split_front_matter(text: str) -> tuple[dict, str]:
+    """(fields, body) of a markdown file that starts with YAML front matter between '---' lines."""
+    match = _FRONT_MATTER_RE.match(text.replace("\r\n", "\n"))
+    if not match:
+        raise FrontMatterError("the file must start with '---', YAML front matter, then '---'")
+    try:
+        meta = yaml.safe_load(match.group(1))
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 2})" if where is not None else ""  # +1 for 1-based, +1 for the '---'
+        raise FrontMatterError(f"invalid YAML{line}: {getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(meta, dict):
+        raise FrontMatterError("must be a YAML mapping of fields")
+    return meta, match.group(2)
+
+
+# --- rendering -------------------------------------------------------------------------------
 
 ALLOWED_TAGS = {
     "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "b", "i", "u", "s", "del", "ins",
