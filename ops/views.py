@@ -5,11 +5,14 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from ops.access import get_ping_for_user
+from ops.dashboard import learner_home
 from ops.health import health_report
 from ops.services import ping_launch
 
 
 def home(request):
+    if request.user.is_authenticated:
+        return render(request, "ops/home.html", learner_home(user=request.user))
     return render(request, "ops/home.html")
 
 
