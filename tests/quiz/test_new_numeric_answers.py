@@ -80,6 +80,10 @@ FORMULAS = {
     "rslora-scaling-across-ranks": ((16 / math.sqrt(4)) / (16 / math.sqrt(256)), [(16 / 4) / (16 / 256), 1.0]),
     # two untied (32,000 + 5) x 4,096 matrices, in millions; wrong: rows not resized, one matrix only
     "modules-to-save-embedding-params": (2 * (32000 + 5) * 4096 / 1e6, [2 * 32000 * 4096 / 1e6, (32000 + 5) * 4096 / 1e6]),
+    # 1 - (1 - s^r)^b with s = 0.5, r = 5, b = 20; wrong: union bound b * s^r, one band s^r
+    "minhash-lsh-candidate-probability": (1 - (1 - 0.5 ** 5) ** 20, [20 * 0.5 ** 5, 0.5 ** 5]),
+    # threshold (1/b)^(1/r) with b = 16, r = 8; wrong: roles of b and r swapped, 1/b
+    "minhash-lsh-threshold": ((1 / 16) ** (1 / 8), [(1 / 8) ** (1 / 16), 1 / 16]),
 }
 
 
@@ -137,4 +141,7 @@ ADDED = [
     "added-tokens-resize-embeddings", "modules-to-save-embedding-params", "duplicate-bos-token",
     "assistant-mask-needs-generation-tags", "padding-side-batched-generation", "default-system-prompt-injection",
     "end-of-turn-token-not-supervised", "chat-template-pitfalls-true-statements",
+    "minhash-lsh-candidate-probability", "minhash-lsh-threshold", "logit-vs-sequence-distillation",
+    "distillation-temperature-squared", "model-collapse-recursive-synthetic-data",
+    "near-duplicate-detection-true-statements", "synthetic-data-pipeline-design", "teacher-solutions-what-to-keep",
 ]
