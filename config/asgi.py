@@ -5,6 +5,7 @@ see request.user exactly as views do.
 """
 
 import os
+import sys
 
 from django.core.asgi import get_asgi_application
 
@@ -17,10 +18,17 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from config.routing import websocket_urlpatterns  # noqa: E402
+from ops.middleware import BodySizeLimit  # noqa: E402
 
-application = ProtocolTypeRouter(
+if "daphne" in sys.modules:  # served by Daphne: refuse big bodies while they arrive (ops.daphne_limits)
+    from ops import daphne_limits
+
+    daphne_limits.install()
+
+# BodySizeLimit outside Django: Django's handler reads the whole body before any middleware runs.
+application = BodySizeLimit(ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
-)
+))

@@ -17,29 +17,57 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("TUNELAB_VAR_DIR", str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
-DEBUG = env_bool("DJANGO_DEBUG", True)
+# Off unless asked for: a debug page shows settings and code to whoever triggers an error.
+# `make dev` turns it on (with autoreload); `make run` serves like a small production site.
+DEBUG = env_bool("DJANGO_DEBUG", False)
+
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", LOOPBACK_HOSTS)
+# Served only to this machine (the default) or to others: a site others reach needs an explicit
+# secret key (the same on every web node) and HTTPS.
+SERVES_OTHER_HOSTS = any(host not in LOOPBACK_HOSTS for host in ALLOWED_HOSTS)
 
 
-def _dev_secret_key() -> str:
-    """Generate the development key once into var/, so sessions survive restarts and no key is committed."""
+def _generated_secret_key() -> str:
+    """Generate the key once into var/ (mode 0600), so sessions survive restarts and no key is
+    committed. Written to a temporary file and linked into place: processes starting at once
+    all read the same complete key."""
     path = VAR_DIR / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        tmp = VAR_DIR / f".secret_key.{os.getpid()}"
+        tmp.write_text(secrets.token_urlsafe(50))
+        tmp.chmod(0o600)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process won: use its key
+        finally:
+            tmp.unlink()
     return path.read_text().strip()
 
 
-if DEBUG:
-    SECRET_KEY = env_str("DJANGO_SECRET_KEY") or _dev_secret_key()
-    ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
-else:
-    SECRET_KEY = env_str("DJANGO_SECRET_KEY", required=True)
-    ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", [])
-    if not ALLOWED_HOSTS:
-        raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must be set when DJANGO_DEBUG is false.")
-    SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
-    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if SERVES_OTHER_HOSTS and not DEBUG:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_ALLOWED_HOSTS names hosts other than "
+                                   "this machine (every web node needs the same key).")
+    SECRET_KEY = _generated_secret_key()
+
+# HTTPS: on by default for a site served to other hosts, off for loopback only (`make run` is
+# plain http on 127.0.0.1). On, it redirects http to https, marks cookies Secure and sends HSTS.
+HTTPS = env_bool("DJANGO_HTTPS", SERVES_OTHER_HOSTS and not DEBUG)
+SECURE_SSL_REDIRECT = HTTPS
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain http
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31_536_000 if HTTPS else 0, min_value=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
+# Behind a proxy that terminates TLS, Django sees plain http: trust X-Forwarded-Proto from it.
+# Only set this when the proxy always sets (or strips) that header, or clients could forge it.
+if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+CSRF_FAILURE_VIEW = "ops.views.csrf_failure"  # JSON on the API paths, the usual page elsewhere
 
 INSTALLED_APPS = [
     "daphne",
@@ -60,6 +88,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: on /api/ and /v1/ every error below it (404, CSRF, an unexpected 500) becomes JSON.
+    "ops.middleware.ApiJsonErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files are served by the ASGI app itself in both modes: no separate web server needed.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -132,7 +162,13 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"  # collectstatic target for production
 STATIC_ROOT.mkdir(exist_ok=True)
-WHITENOISE_USE_FINDERS = DEBUG  # no collectstatic needed in development
+# `make setup` collects (and compresses) the files into STATIC_ROOT; WhiteNoise serves that copy.
+# From source instead (no collectstatic) in dev mode and in tests, which must see edits at once.
+WHITENOISE_USE_FINDERS = env_bool("TUNELAB_STATIC_FROM_SOURCE", DEBUG)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 MEDIA_ROOT = VAR_DIR / "media"
 # Run artifacts (adapters, metrics); a shared volume when workers run on other hosts.
 ARTIFACTS_DIR = Path(env_str("TUNELAB_ARTIFACTS_DIR", str(VAR_DIR / "runs")))
@@ -200,11 +236,32 @@ if RUN_HEARTBEAT_INTERVAL_S * 3 > RUN_HEARTBEAT_TIMEOUT_S:
 # The tiny random test model is offered in the launch form only when this is on (tests).
 LABS_ALLOW_TEST_MODEL = env_bool("TUNELAB_ALLOW_TEST_MODEL", False)
 CLASSIFIER_CACHE_SIZE = env_int("TUNELAB_CLASSIFIER_CACHE_SIZE", 2, min_value=1)
-API_RATE_PER_MINUTE = env_int("TUNELAB_API_RATE_PER_MINUTE", 120, min_value=1)
 # Serving (inference app): texts per API request (more = 413), per playground submission,
 # reviews per forward pass, torch threads in a web process (0 = torch's default: all cores).
 API_MAX_TEXTS = env_int("TUNELAB_API_MAX_TEXTS", 64, min_value=1)
 PLAYGROUND_MAX_TEXTS = env_int("TUNELAB_PLAYGROUND_MAX_TEXTS", 500, min_value=1)
+# Texts a learner may classify per minute: API, playground and all their tokens together
+# (a request counts at least one). Counted in Redis; when Redis is down the API answers 503.
+CLASSIFY_TEXTS_PER_MINUTE = env_int("TUNELAB_TEXTS_PER_MINUTE", 600, min_value=1)
+if max(API_MAX_TEXTS, PLAYGROUND_MAX_TEXTS) > CLASSIFY_TEXTS_PER_MINUTE:
+    raise ImproperlyConfigured("TUNELAB_TEXTS_PER_MINUTE must be at least TUNELAB_API_MAX_TEXTS and "
+                               "TUNELAB_PLAYGROUND_MAX_TEXTS, or a full request could never be served.")
+BASELINES_PER_HOUR = env_int("TUNELAB_BASELINES_PER_HOUR", 6, min_value=1)
+# LLM API calls the prompting baselines may make per learner per rolling 24 h, reserved before
+# the calls start (the judge's own limit is TUNELAB_JUDGE_RATE_PER_HOUR, also reserved first).
+BASELINE_API_CALLS_PER_DAY = env_int("TUNELAB_BASELINE_API_CALLS_PER_DAY", 2000, min_value=0)
+# Login throttling (both login pages): failed attempts allowed per account and per client
+# address within the window; then that account or address waits for the window to slide.
+LOGIN_FAILURES_PER_ACCOUNT = env_int("TUNELAB_LOGIN_FAILURES_PER_ACCOUNT", 5, min_value=1)
+LOGIN_FAILURES_PER_ADDRESS = env_int("TUNELAB_LOGIN_FAILURES_PER_ADDRESS", 20, min_value=1)
+LOGIN_THROTTLE_WINDOW_S = env_int("TUNELAB_LOGIN_THROTTLE_WINDOW", 900, min_value=1)
+# Request bodies: refused with 413 from the Content-Length header, before Django reads them,
+# and cut off when a body without one streams past the limit. The API's is smaller: 64 texts.
+MAX_BODY_BYTES = env_int("TUNELAB_MAX_BODY_BYTES", 4_000_000, min_value=10_000)
+API_MAX_BODY_BYTES = env_int("TUNELAB_API_MAX_BODY_BYTES", 2_000_000, min_value=10_000)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES
+# /healthz answers from a result this many seconds old at most (asking the workers takes ~1 s).
+HEALTHZ_CACHE_S = env_float("TUNELAB_HEALTHZ_CACHE", 5.0, min_value=0)
 INFERENCE_BATCH_SIZE = env_int("TUNELAB_INFERENCE_BATCH_SIZE", 32, min_value=1)
 INFERENCE_THREADS = env_int("TUNELAB_INFERENCE_THREADS", 0, min_value=0)
 # Prompting baselines: examples in the few-shot prompt (drawn from the train split, balanced

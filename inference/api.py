@@ -1,7 +1,8 @@
 """The JSON API (POST /api/classify) and the OpenAI-compatible API (/v1/models, /v1/chat/completions).
 
 Both authenticate with the learner's API tokens (`Authorization: Bearer <token>`), are rate
-limited per token, and answer errors in the OpenAI error shape:
+limited per learner in texts (inference.ratelimit), check every field's type before using it,
+and answer errors in the OpenAI error shape (ops.errors):
     {"error": {"message": "...", "type": "invalid_request_error", "param": "texts", "code": "too_many_texts"}}
 so the official `openai` client raises its usual exceptions (NotFoundError, RateLimitError...).
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 import uuid
 from datetime import timedelta
@@ -26,10 +28,9 @@ from django.views.decorators.csrf import csrf_exempt
 
 from inference import ratelimit, services
 from inference.models import ApiToken, hash_token
+from inference.services import json_type
+from ops import errors
 
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
-               405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error",
-               503: "service_unavailable"}
 LAST_USED_RESOLUTION = timedelta(minutes=1)  # write last_used_at at most once a minute per token
 
 
@@ -42,12 +43,8 @@ class ApiError(Exception):
 
 
 def error_response(exc: ApiError) -> JsonResponse:
-    body = {"message": exc.message, "type": ERROR_TYPES.get(exc.status, "invalid_request_error"),
-            "param": exc.param, "code": exc.code, **exc.extra}
-    response = JsonResponse({"error": body}, status=exc.status)
-    for name, value in exc.headers.items():
-        response[name] = value
-    return response
+    return errors.error_response(exc.status, exc.message, code=exc.code, param=exc.param, extra=exc.extra,
+                                 headers=exc.headers)
 
 
 async def authenticate(request) -> ApiToken:
@@ -61,21 +58,56 @@ async def authenticate(request) -> ApiToken:
                    .filter(token_hash=hash_token(raw.strip()), user__is_active=True).afirst())
     if token is None:
         raise ApiError("Invalid or revoked API token.", 401, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
-    decision = await asyncio.to_thread(ratelimit.check, f"token:{token.pk}")
-    if not decision.allowed:
-        raise ApiError(f"Rate limit reached: {decision.limit} requests per minute per token. "
-                       f"Retry in {decision.retry_after_s} s.", 429, code="rate_limit_exceeded",
-                       headers={"Retry-After": str(decision.retry_after_s), "X-RateLimit-Limit": str(decision.limit),
-                                "X-RateLimit-Remaining": "0"})
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
         await ApiToken.objects.filter(pk=token.pk).aupdate(last_used_at=now)
-    request.rate_limit = decision
     return token
 
 
+async def charge(request, user, texts: int) -> None:
+    """Count texts against the learner's allowance (RateLimited / LimiterUnavailable)."""
+    if texts > 0:
+        request.rate_charge = await asyncio.to_thread(ratelimit.charge_texts, user, texts)
+
+
+async def charge_texts(request, user, texts: list[str]) -> None:
+    """Count a request's texts: its first was charged with the request; for more, the request's
+    charge is replaced by one for all of them, so a refused request costs nothing."""
+    if len(texts) > 1:
+        await asyncio.to_thread(ratelimit.release, request.rate_charge)
+        await charge(request, user, len(texts))
+
+
+def _rate_limited(exc: ratelimit.RateLimited) -> ApiError:
+    return ApiError(exc.message, 429, code="rate_limit_exceeded",
+                    headers={"Retry-After": str(exc.charge.retry_after_s), "X-RateLimit-Limit": str(exc.charge.limit),
+                             "X-RateLimit-Remaining": str(exc.charge.remaining)})
+
+
+def _api_errors(exc: Exception) -> ApiError | None:
+    """The API error for an exception a view may raise, or None for an unexpected one."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, services.InputError):
+        return ApiError(exc.message, exc.status, code=exc.code, param=exc.param,
+                        extra={"limit": exc.limit} if exc.limit else None)
+    if isinstance(exc, ratelimit.RateLimited):
+        return _rate_limited(exc)
+    if isinstance(exc, ratelimit.LimiterUnavailable):
+        # Fail closed: without a count there is no limit, and an unlimited API is not served.
+        return ApiError("The rate limiter is unavailable right now, so requests are not being served: "
+                        "retry in a few seconds.", 503, code="rate_limiter_unavailable", headers={"Retry-After": "5"})
+    if isinstance(exc, Http404):
+        return ApiError(str(exc) or "Not found.", 404, code="model_not_found", param="model")
+    if isinstance(exc, services.ModelUnavailable):
+        return ApiError(str(exc), 503, code="model_unavailable", param="model")
+    return None
+
+
 def api_view(methods: tuple[str, ...]):
-    """Token auth, method check and OpenAI-shaped errors around an async API view."""
+    """Token auth, method check and OpenAI-shaped errors around an async API view. Unexpected
+    exceptions reach Django's handler (logged with the traceback) and ops.middleware answers
+    them as a JSON 500."""
 
     def decorate(view):
         @csrf_exempt  # token auth, no cookies: cross-site request forgery does not apply
@@ -84,36 +116,68 @@ def api_view(methods: tuple[str, ...]):
             try:
                 if request.method not in methods:
                     raise ApiError(f"Method {request.method} not allowed; use {' or '.join(methods)}.", 405,
-                                   headers={"Allow": ", ".join(methods)})
+                                   code="method_not_allowed", headers={"Allow": ", ".join(methods)})
                 token = await authenticate(request)
+                await charge(request, token.user, 1)  # every request costs at least one text
                 response = await view(request, token.user, *args, **kwargs)
-                decision = request.rate_limit
-                response["X-RateLimit-Limit"] = str(decision.limit)
-                response["X-RateLimit-Remaining"] = str(decision.remaining)
-                return response
-            except ApiError as exc:
-                return error_response(exc)
-            except services.InputError as exc:
-                return error_response(ApiError(exc.message, exc.status, code=exc.code, param=exc.param,
-                                               extra={"limit": exc.limit} if exc.limit else None))
-            except Http404 as exc:
-                return error_response(ApiError(str(exc) or "Not found.", 404, code="model_not_found", param="model"))
-            except services.ModelUnavailable as exc:
-                return error_response(ApiError(str(exc), 503, code="model_unavailable", param="model"))
+            except Exception as exc:
+                api_error = _api_errors(exc)
+                if api_error is None:
+                    raise
+                return error_response(api_error)
+            charged = getattr(request, "rate_charge", None)
+            if charged is not None:
+                response["X-RateLimit-Limit"] = str(charged.limit)
+                response["X-RateLimit-Remaining"] = str(charged.remaining)
+            return response
 
         return wrapper
 
     return decorate
 
 
+def _refuse_constant(name: str):
+    raise ApiError(f"The request body must be JSON: {name} is not a JSON number.", 400, code="invalid_json")
+
+
 def json_body(request) -> dict:
     try:
-        body = json.loads(request.body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError("The request body must be JSON.", 400, code="invalid_json") from None
+        body = json.loads(request.body or b"null", parse_constant=_refuse_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise ApiError("The request body must be JSON (UTF-8).", 400, code="invalid_json") from None
     if not isinstance(body, dict):
-        raise ApiError("The request body must be a JSON object.", 400, code="invalid_json")
+        raise ApiError(f"The request body must be a JSON object, not {json_type(body)}.", 400, code="invalid_json")
     return body
+
+
+# Optional fields and the JSON types they must have; a field of another type is a 400 naming it.
+_NUMBER, _INTEGER, _BOOLEAN, _STRING, _OBJECT = "a number", "an integer", "true or false", "a string", "an object"
+CLASSIFY_FIELDS = {"run": _INTEGER, "model": _STRING}
+CHAT_FIELDS = {"model": _STRING, "stream": _BOOLEAN, "stream_options": _OBJECT, "temperature": _NUMBER,
+               "top_p": _NUMBER, "max_tokens": _INTEGER, "max_completion_tokens": _INTEGER, "n": _INTEGER,
+               "seed": _INTEGER, "user": _STRING, "logprobs": _BOOLEAN, "presence_penalty": _NUMBER,
+               "frequency_penalty": _NUMBER}
+
+
+def _has_type(value, expected: str) -> bool:
+    if expected == _NUMBER:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if expected == _INTEGER:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, {_BOOLEAN: bool, _STRING: str, _OBJECT: dict}[expected])
+
+
+def check_fields(body: dict, fields: dict[str, str], prefix: str = "") -> None:
+    """Each present, non-null field must have its type; strings must be valid text."""
+    for name, expected in fields.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if not _has_type(value, expected):
+            raise ApiError(f"{prefix}{name} must be {expected}, not {json_type(value)}.", 400, param=prefix + name,
+                           code="invalid_type")
+        if isinstance(value, str) and services.text_problem(value):
+            raise ApiError(f"{prefix}{name} {services.text_problem(value)}.", 400, param=prefix + name, code="invalid_text")
 
 
 async def _classify(target, texts):
@@ -128,7 +192,9 @@ async def classify(request, user):
     """{"run": 12 | "model": "smollm2-135m-instruct", "texts": [...]} ->
     {"model", "predictions": [{"label", "probs", "truncated"}], "latency_ms"}."""
     body = json_body(request)
+    check_fields(body, CLASSIFY_FIELDS)
     texts = services.clean_texts(body.get("texts", body.get("text")), limit=settings.API_MAX_TEXTS)
+    await charge_texts(request, user, texts)
     if body.get("run") is not None:
         target = await sync_to_async(services.target_for_run)(user, body["run"])
     elif body.get("model") is not None:
@@ -143,7 +209,7 @@ async def classify(request, user):
     result = await _classify(target, texts)
     return JsonResponse({
         "model": target.model_id,
-        "labels": list(result.loaded.labels),
+        "labels": list(result.labels),
         "predictions": [services.prediction_json(p) for p in result.predictions],
         "latency_ms": round(result.latency_ms, 2),
     })
@@ -169,19 +235,45 @@ async def model_detail(request, user, model_id: str):
     return JsonResponse(_model_json(target))
 
 
+def _message_text(i: int, message) -> str | None:
+    """The text of messages[i] if it is a user message, checked by type; None for other roles."""
+    where = f"messages[{i}]"
+    if not isinstance(message, dict):
+        raise ApiError(f"{where} must be an object with a role and a content, not {json_type(message)}.", 400,
+                       param="messages", code="invalid_type")
+    if not isinstance(message.get("role"), str):
+        raise ApiError(f"{where}.role must be a string (user, system or assistant).", 400, param="messages", code="invalid_type")
+    if message["role"] != "user":
+        return None
+    content = message.get("content")
+    if isinstance(content, list):  # content parts: keep the text ones
+        parts = []
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise ApiError(f"{where}.content[{j}] must be an object with a type.", 400, param="messages", code="invalid_type")
+            if part["type"] == "text":
+                if not isinstance(part.get("text"), str):
+                    raise ApiError(f"{where}.content[{j}].text must be a string.", 400, param="messages", code="invalid_type")
+                parts.append(part["text"])
+        content = "\n".join(parts)
+    if not isinstance(content, str):
+        raise ApiError(f"{where}.content must be a string or a list of text parts, not {json_type(content)}.", 400,
+                       param="messages", code="invalid_type")
+    problem = services.text_problem(content)
+    if problem:
+        raise ApiError(f"{where}.content {problem}.", 400, param="messages", code="invalid_text")
+    return content
+
+
 def last_user_text(messages) -> str:
-    """The review: the text of the last user message (string content or text parts)."""
+    """The review: the text of the last user message (string content or text parts). Every
+    message is checked, not only the last user one: a malformed request is refused whole."""
     if not isinstance(messages, list) or not messages:
         raise ApiError("messages must be a non-empty list of chat messages.", 400, param="messages")
-    for message in reversed(messages):
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, list):  # content parts: keep the text ones
-                content = "\n".join(part.get("text", "") for part in content
-                                    if isinstance(part, dict) and part.get("type") == "text")
-            if not isinstance(content, str):
-                raise ApiError("The last user message has no text content.", 400, param="messages")
-            return content
+    texts = [_message_text(i, message) for i, message in enumerate(messages)]
+    for text in reversed(texts):
+        if text is not None:
+            return text
     raise ApiError("messages has no user message: the last user message is the review to classify.", 400,
                    param="messages")
 
@@ -195,6 +287,8 @@ async def chat_completions(request, user):
     label is chosen by comparing the label tokens' scores, deterministically.
     """
     body = json_body(request)
+    check_fields(body, CHAT_FIELDS)
+    check_fields(body.get("stream_options") or {}, {"include_usage": _BOOLEAN}, prefix="stream_options.")
     text = last_user_text(body.get("messages"))
     texts = services.clean_texts([text], limit=1)
     target = await sync_to_async(services.target_for_model_id)(user, body.get("model"))

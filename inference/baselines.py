@@ -199,16 +199,51 @@ def _compute_api(row: BaselineResult, context: _Context) -> None:
         _mark(row, Status.SKIPPED, API_ENV_HINT)
         return
     shots = _shots(row, context)
+    reservation = _reserve_api_calls(row, len(context.test))
+    if reservation is None:
+        return
     try:
         evaluation = prompting.evaluate_api(
             context.test, context.labels, shots=shots, base_url=settings.LLM_API_BASE_URL, api_key=settings.LLM_API_KEY,
             model=settings.LLM_MODEL, timeout_s=settings.LLM_TIMEOUT_S, concurrency=settings.BASELINE_API_CONCURRENCY,
         )
     except prompting.ApiConfigError as exc:
+        _settle_api_calls(reservation, 0)  # refused up front (bad key, unknown model): nothing billed
         _mark(row, Status.FAILED, f"The API refused the request ({exc}). Check TUNELAB_LLM_API_KEY, "
                                   "TUNELAB_LLM_BASE_URL and TUNELAB_LLM_MODEL.")
         return
+    _settle_api_calls(reservation, evaluation.n)
     _store(row, evaluation, api=True, extra={"shots": [{"text": s.text, "label": s.label} for s in shots]})
+
+
+def _reserve_api_calls(row: BaselineResult, calls: int):
+    """Reserve the row's LLM calls from the run owner's daily allowance BEFORE making any, all or
+    nothing (ops.limits: atomic, so two evaluations at once cannot both spend the last calls).
+    None, with the row marked skipped and why, when they do not fit."""
+    from ops import limits
+
+    limit = settings.BASELINE_API_CALLS_PER_DAY
+    try:
+        charge = limits.take(f"llm-calls:user:{row.run.owner_id}", calls, limit=limit, window_s=86_400)
+    except limits.LimiterUnavailable:
+        _mark(row, Status.SKIPPED, "The LLM spend counter is unavailable, so no API calls were made: run the baselines "
+                                   "again in a minute.")
+        return None
+    if not charge.charged:
+        _mark(row, Status.SKIPPED, f"This baseline needs {calls} LLM API calls and {charge.remaining} of your "
+                                   f"{limit} a day are left (TUNELAB_BASELINE_API_CALLS_PER_DAY): try again later.")
+        return None
+    return charge
+
+
+def _settle_api_calls(charge, made: int) -> None:
+    """Give back the reserved calls that were not made."""
+    from ops import limits
+
+    try:
+        limits.adjust(charge, min(made, charge.charged))
+    except limits.LimiterUnavailable:
+        pass  # they stay counted for the day: the safe side
 
 
 # --- the comparison table -----------------------------------------------------------------------

@@ -25,10 +25,10 @@ logger = logging.getLogger(__name__)
 
 
 class _Job:
-    __slots__ = ("texts", "result", "error", "done")
+    __slots__ = ("texts", "labels", "result", "error", "done")
 
-    def __init__(self, texts: list[str]):
-        self.texts, self.result, self.error, self.done = texts, None, None, False
+    def __init__(self, texts: list[str], labels: tuple[str, ...] | None):
+        self.texts, self.labels, self.result, self.error, self.done = texts, labels, None, None, False
 
 
 @dataclass
@@ -39,7 +39,13 @@ class Loaded:
     one was running into the next pass (up to `max_batch` texts): eight clients sending one
     review each then cost one batched pass instead of eight, which is most of the API's
     throughput under concurrency on a CPU. A request's predictions do not depend on what it
-    was batched with (left padding is masked out; the tests check it).
+    was batched with (left padding is masked out; the tests check it), and neither does its
+    success: when a combined pass fails, each request is run again alone, so only the one
+    whose input fails gets the error.
+
+    The cache holds one entry per model (base + adapter). The label list is applied per call:
+    another list gets its own Classifier over the same weights (the labels are in the system
+    prompt, so it needs its own prefix cache, ~40 tokens), kept for the next call.
     """
 
     key: Hashable
@@ -50,13 +56,28 @@ class Loaded:
     _pending: list = field(default_factory=list)
     _pending_lock: threading.Lock = field(default_factory=threading.Lock)
     forward_calls: int = 0  # combined batches run (each one or more forward passes), for tests
+    _variants: dict = field(default_factory=dict)  # label tuple -> Classifier over the same model
 
     @property
     def labels(self) -> list[str]:
         return self.classifier.labels
 
-    def predict(self, texts: list[str], *, batch_size: int = 32):
-        job = _Job(list(texts))
+    def classifier_for(self, labels) -> object:
+        """The classifier scoring `labels` (None: the model's own), built on first use. Called
+        with self.lock held, so two threads never build the same one."""
+        if labels is None or tuple(labels) == tuple(self.classifier.labels):
+            return self.classifier
+        labels = tuple(labels)
+        if labels not in self._variants:
+            from mlcore.classify import Classifier
+
+            base = self.classifier
+            self._variants[labels] = Classifier(base.model, base.tokenizer, list(labels), fuse=True,
+                                                max_text_tokens=base.max_text_tokens)
+        return self._variants[labels]
+
+    def predict(self, texts: list[str], *, batch_size: int = 32, labels=None):
+        job = _Job(list(texts), tuple(labels) if labels is not None else None)
         with self._pending_lock:
             self._pending.append(job)
         with self.lock:
@@ -65,7 +86,8 @@ class Loaded:
             while not job.done:
                 with self._pending_lock:
                     batch, total = [], 0
-                    while self._pending and (not batch or total + len(self._pending[0].texts) <= self.max_batch):
+                    while self._pending and (not batch or (total + len(self._pending[0].texts) <= self.max_batch
+                                                           and self._pending[0].labels == batch[0].labels)):
                         batch.append(self._pending.pop(0))
                         total += len(batch[-1].texts)
                 self._run(batch, batch_size)
@@ -76,11 +98,14 @@ class Loaded:
     def _run(self, batch: list[_Job], batch_size: int) -> None:
         texts = [text for job in batch for text in job.texts]
         try:
-            predictions = self.classifier.predict(texts, batch_size=batch_size)
+            predictions = self.classifier_for(batch[0].labels).predict(texts, batch_size=batch_size)
             self.forward_calls += 1
-        except Exception as exc:  # every request in the pass gets the error, not just the runner
-            for job in batch:
-                job.error, job.done = exc, True
+        except Exception as exc:
+            if len(batch) > 1:  # whose input failed? each request alone: only that one fails
+                for job in batch:
+                    self._run([job], batch_size)
+                return
+            batch[0].error, batch[0].done = exc, True
             return
         start = 0
         for job in batch:

@@ -20,7 +20,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
-from inference import baselines, services
+from inference import baselines, ratelimit, services
 from inference.forms import ApiTokenForm, BaselinesForm, PlaygroundForm
 from inference.models import ApiToken
 from mlcore.registry import missing_model_notes
@@ -99,7 +99,16 @@ async def playground(request):
     if form.is_valid():
         try:
             target = await sync_to_async(services.target_for_model_id)(request.user, form.cleaned_data["target"])
+            # The same per-learner allowance as the API, counted in texts (inference.ratelimit).
+            await asyncio.to_thread(ratelimit.charge_texts, request.user, len(form.cleaned_data["texts"]))
             result = await asyncio.to_thread(services.classify, target=target, texts=form.cleaned_data["texts"])
+        except ratelimit.RateLimited as exc:
+            form.add_error(None, exc.message)
+            status = 429
+        except ratelimit.LimiterUnavailable:
+            form.add_error(None, "The rate limiter is unavailable right now, so nothing is classified: "
+                                 "try again in a few seconds.")
+            status = 503
         except services.ModelUnavailable as exc:
             form.add_error(None, str(exc))
             status = 503
@@ -189,11 +198,19 @@ def run_baselines(request, pk: int):
             messages.error(request, "k must be a whole number from 1 to 64.")
         else:
             try:
-                baselines.baselines_launch(run=run, k=form.cleaned_data["k"])
-                if not request.htmx:
-                    messages.success(request, "Baselines queued: the table fills in as each one finishes.")
-            except baselines.BaselinesBusy as exc:
-                messages.info(request, str(exc))
+                charge = ratelimit.charge_baselines(request.user)
+            except ratelimit.RateLimited as exc:
+                messages.error(request, exc.message)
+            except ratelimit.LimiterUnavailable:
+                messages.error(request, "The rate limiter is unavailable right now: launch the baselines again in a minute.")
+            else:
+                try:
+                    baselines.baselines_launch(run=run, k=form.cleaned_data["k"])
+                    if not request.htmx:
+                        messages.success(request, "Baselines queued: the table fills in as each one finishes.")
+                except baselines.BaselinesBusy as exc:
+                    ratelimit.release(charge)  # nothing was launched
+                    messages.info(request, str(exc))
         if not request.htmx:
             return redirect(reverse("labs:results", args=[run.pk]) + "#baselines")
     return render(request, "inference/_baselines.html", {"run": run, **baselines.comparison(run)})

@@ -15,6 +15,8 @@ from django.http import Http404
 
 from ops.access import get_ping_for_user
 
+FORBIDDEN = 4403  # close code for a refused stream (4000-4999 are the application's own)
+
 
 class EventStreamConsumer(AsyncJsonWebsocketConsumer):
     """Subclasses name the access helper, the group and how to read events after a sequence."""
@@ -33,10 +35,15 @@ class EventStreamConsumer(AsyncJsonWebsocketConsumer):
         user = self.scope["user"]
         pk = self.scope["url_route"]["kwargs"]["pk"]
         try:
-            # Authorize before accept(): a refused socket never sees a single event.
+            # Authorize before joining the group or reading anything: a refused socket never
+            # sees a single event.
             self.obj = await database_sync_to_async(self.get_object)(user, pk)
         except (Http404, PermissionDenied):
-            await self.close(code=4403)
+            # Accept, then close with our code: a socket closed before accept() reaches the
+            # browser as 1006 (abnormal closure), which a client cannot tell from a network
+            # failure and so retries forever; 4403 tells the page to stop and say why.
+            await self.accept()
+            await self.close(code=FORBIDDEN)
             return
         query = parse_qs(self.scope.get("query_string", b"").decode())
         try:

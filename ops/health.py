@@ -1,5 +1,8 @@
 """Liveness of the parts the site needs: database, Redis, and at least one Celery worker."""
 
+import threading
+import time
+
 import redis
 from django.conf import settings
 from django.db import connection
@@ -44,3 +47,25 @@ def health_report() -> tuple[bool, dict]:
     checks = {"database": database, "redis": redis_ok, "celery": workers}
     healthy = all(ok for ok, _ in checks.values())
     return healthy, {name: {"ok": ok, "detail": detail} for name, (ok, detail) in checks.items()}
+
+
+_cached: tuple[float, bool, dict] | None = None
+_cache_lock = threading.Lock()
+
+
+def cached_health_report() -> tuple[bool, dict]:
+    """health_report(), computed at most once per HEALTHZ_CACHE_S per process: asking the
+    workers waits up to a second, and a load balancer (or anyone) may poll /healthz often.
+    Concurrent callers wait for one computation instead of each pinging the workers."""
+    global _cached
+    with _cache_lock:
+        if _cached is None or time.monotonic() - _cached[0] >= settings.HEALTHZ_CACHE_S:
+            healthy, checks = health_report()
+            _cached = (time.monotonic(), healthy, checks)
+        return _cached[1], _cached[2]
+
+
+def clear_cache() -> None:
+    global _cached
+    with _cache_lock:
+        _cached = None

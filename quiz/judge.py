@@ -63,6 +63,41 @@ class JudgeResult:
 judge_configured = llm_configured  # the judge runs whenever the site's LLM endpoint is configured
 
 
+@dataclass
+class Reservation:
+    """Judge calls granted to one submission, counted before any call is made."""
+
+    granted: int
+    refusal: str  # the note for answers beyond `granted`
+    charge: object = None  # ops.limits.Charge, to settle
+
+
+def judge_reserve(*, user, wanted: int) -> Reservation:
+    """Reserve up to `wanted` judge calls from the user's hourly allowance, atomically, BEFORE
+    calling: two submits at once cannot both spend the last calls (counting the calls after
+    they were made let concurrent submits go past the limit)."""
+    from ops import limits
+
+    limit = settings.JUDGE_RATE_PER_HOUR
+    over = f"You reached the limit of {limit} judged answers per hour: grade this one yourself."
+    try:
+        charge = limits.take_some(f"judge:user:{user.pk}", wanted, limit=limit, window_s=3600)
+    except limits.LimiterUnavailable:
+        return Reservation(0, "The judge's quota counter is unavailable right now: grade this one yourself.")
+    return Reservation(charge.charged, over, charge)
+
+
+def judge_settle(reservation: Reservation, *, used: int) -> None:
+    """Give back the reserved calls that were not made."""
+    from ops import limits
+
+    if reservation.charge is not None and used < reservation.granted:
+        try:
+            limits.adjust(reservation.charge, used)
+        except limits.LimiterUnavailable:
+            pass  # the unused calls stay counted until the hour passes: the safe side
+
+
 def build_messages(*, question: str, rubric: list[str], model_answer: str, learner_answer: str) -> list[dict]:
     payload = {"question": question, "rubric": list(rubric), "model_answer": model_answer,
                "learner_answer": learner_answer}

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Avg, Count, Q
 from django.utils import timezone
@@ -279,16 +278,18 @@ def attempt_grade(*, attempt: Attempt) -> Attempt:
     open_answers = [a for a in answers if a.question.kind == Kind.OPEN and a.text.strip()]
     jobs, fallback_note = [], {}
     if open_answers and judge.judge_configured():
-        quota = max(0, settings.JUDGE_RATE_PER_HOUR - JudgeCall.count_last_hour(attempt.user))
+        reservation = judge.judge_reserve(user=attempt.user, wanted=len(open_answers))  # before any call
         for answer in open_answers:
-            if len(jobs) < quota:
+            if len(jobs) < reservation.granted:
                 question = answer.question
                 jobs.append(_JudgeJob(answer, {"question": f"{question.title}\n\n{question.prompt}", "rubric": question.rubric,
                                                "model_answer": question.answer, "learner_answer": answer.text}))
             else:
-                fallback_note[answer.pk] = (f"You reached the limit of {settings.JUDGE_RATE_PER_HOUR} judged answers per hour: "
-                                            "grade this one yourself.")
-        _run_judge_jobs(jobs)
+                fallback_note[answer.pk] = reservation.refusal
+        try:
+            _run_judge_jobs(jobs)
+        finally:
+            judge.judge_settle(reservation, used=sum(job.result is not None for job in jobs))
     else:
         for answer in open_answers:
             fallback_note[answer.pk] = "Compare with the model answer and tick the rubric points you covered."

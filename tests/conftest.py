@@ -8,6 +8,9 @@ BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backgr
                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct-horse-battery-staple"
+# Servers the tests start serve static files from static/ (edits are seen at once), not from a
+# collected copy under var/ that another checkout's collectstatic may have left stale.
+os.environ.setdefault("TUNELAB_STATIC_FROM_SOURCE", "true")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -20,6 +23,21 @@ def pytest_collection_modifyitems(config, items):
 def fast_password_hashing(settings):
     """Every user fixture hashes a password; the production hasher costs ~0.4 s each on this CPU."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def clear_limit_counts(settings):
+    """Rate limits, login throttling and spend reservations count in the test Redis, by user id
+    (ids repeat between tests): every test starts with none."""
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        keys = list(client.scan_iter("tunelab:limit:*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @pytest.fixture

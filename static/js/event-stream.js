@@ -19,6 +19,7 @@ function openEventStream(path, { onEvent, onEnd, onStatus } = {}) {
     };
     socket.onclose = (closeEvent) => {
       if (ended) return;
+      // 4403: the server refused this stream (not yours, or signed out): retrying cannot help.
       if (closeEvent.code === 4403) { onStatus && onStatus("forbidden"); return; }
       onStatus && onStatus("reconnecting");
       setTimeout(connect, retry);

@@ -69,7 +69,7 @@
     if (window.htmx) htmx.process(box);
   }
 
-  const states = { connected: "live", reconnecting: "connection lost, reconnecting…", forbidden: "you may not follow this run" };
+  const states = { connected: "live", reconnecting: "connection lost, reconnecting…", forbidden: "stopped: you may not follow this run (signed out, or not your run); reload the page to sign in again" };
   openEventStream(root.dataset.streamUrl, {
     onEvent,
     onEnd: showResults,

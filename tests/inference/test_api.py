@@ -24,7 +24,8 @@ def test_classify_returns_a_label_probabilities_and_latency_per_text(client, run
         assert sum(prediction["probs"].values()) == pytest.approx(1, abs=1e-5)
         assert prediction["truncated"] is False
     assert body["latency_ms"] > 0
-    assert response["X-RateLimit-Limit"] == "120"
+    assert response["X-RateLimit-Limit"] == "600"
+    assert response["X-RateLimit-Remaining"] == "598"  # two texts counted
 
 
 def test_a_second_request_reuses_the_loaded_model(client, run, bearer):
@@ -127,27 +128,51 @@ def test_only_the_hash_of_a_token_is_stored(token):
     assert row.display_prefix == raw[:10]
 
 
-def test_the_rate_limit_is_per_token_and_answers_429_with_retry_after(client, run, bearer, owner, settings):
-    settings.API_RATE_PER_MINUTE = 3
-    body = {"run": run.pk, "texts": ["Nice."]}
-    statuses = [post(client, "/api/classify", body, **bearer).status_code for _ in range(3)]
-    refused = post(client, "/api/classify", body, **bearer)
-    assert statuses == [200, 200, 200]
+def test_the_rate_limit_counts_texts_per_learner_across_tokens_and_answers_429(client, run, bearer, owner, other_user,
+                                                                              settings):
+    settings.CLASSIFY_TEXTS_PER_MINUTE = 5
+    statuses = [post(client, "/api/classify", {"run": run.pk, "texts": ["Nice.", "Fine."]}, **bearer).status_code
+                for _ in range(2)]
+    refused = post(client, "/api/classify", {"run": run.pk, "texts": ["Nice.", "Fine."]}, **bearer)
+    assert statuses == [200, 200]
     assert refused.status_code == 429
-    assert refused.json()["error"]["type"] == "rate_limit_error"
+    error = refused.json()["error"]
+    assert error["type"] == "rate_limit_error" and "5 texts per minute per learner" in error["message"]
     assert 1 <= int(refused["Retry-After"]) <= 60
-    # Another token of the same user has its own allowance.
-    _, other = ApiToken.issue(user=owner, name="second")
-    assert post(client, "/api/classify", body, HTTP_AUTHORIZATION=f"Bearer {other}").status_code == 200
+    # A second token of the same learner shares the allowance: one text is left, not five.
+    _, second = ApiToken.issue(user=owner, name="second")
+    assert post(client, "/api/classify", {"run": run.pk, "texts": ["a", "b"]},
+                HTTP_AUTHORIZATION=f"Bearer {second}").status_code == 429
+    assert post(client, "/api/classify", {"run": run.pk, "texts": ["a"]},
+                HTTP_AUTHORIZATION=f"Bearer {second}").status_code == 200
+    # Another learner has their own.
+    _, theirs = ApiToken.issue(user=other_user, name="theirs")
+    assert post(client, "/v1/models", {}, HTTP_AUTHORIZATION=f"Bearer {theirs}").status_code == 405
+    assert client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {theirs}").status_code == 200
 
 
-def test_the_rate_limit_window_slides():
-    from inference import ratelimit
+def test_the_rate_limit_fails_closed_with_a_json_503_when_redis_is_down(client, run, bearer, settings):
+    from scripts.redis_server import free_port
+
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    response = post(client, "/api/classify", {"run": run.pk, "texts": ["Nice."]}, **bearer)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "rate_limiter_unavailable"
+
+
+def test_the_rate_limit_window_slides_and_a_refused_charge_costs_nothing():
+    from ops import limits
 
     key = "test:sliding"
-    assert [ratelimit.check(key, limit=2, now=1000.0 + i).allowed for i in range(3)] == [True, True, False]
-    assert ratelimit.check(key, limit=2, now=1059.0).allowed is False
-    assert ratelimit.check(key, limit=2, now=1060.5).allowed is True  # the first request is a minute old
+    first = limits.take(key, 3, limit=4, window_s=1.0)
+    refused = limits.take(key, 2, limit=4, window_s=1.0)
+    assert (first.charged, refused.charged, refused.used) == (3, 0, 3)
+    assert refused.retry_after_s == 1
+    assert limits.take(key, 1, limit=4, window_s=1.0).charged == 1
+    import time
+
+    time.sleep(1.1)
+    assert limits.take(key, 4, limit=4, window_s=1.0).charged == 4  # the first charges are a window old
 
 
 # --- OpenAI-compatible --------------------------------------------------------------------------

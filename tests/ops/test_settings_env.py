@@ -47,12 +47,12 @@ def test_unset_or_blank_values_use_the_default(monkeypatch):
         env_str("X_UNSET_FOR_SURE", required=True)
 
 
-def _load_settings(env_overrides: dict) -> subprocess.CompletedProcess:
+def _load_settings(env_overrides: dict, code: str = "") -> subprocess.CompletedProcess:
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
     env.update(env_overrides)
-    code = "import django; django.setup(); from django.conf import settings; print(settings.DEBUG)"
+    code = code or "import django; django.setup(); from django.conf import settings; print(settings.DEBUG)"
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(env, DJANGO_SETTINGS_MODULE="config.settings"),
                           capture_output=True, text=True, timeout=60)
 
@@ -63,10 +63,19 @@ def test_production_mode_refuses_to_start_without_a_secret_key():
     assert "DJANGO_SECRET_KEY must be set" in result.stderr
 
 
-def test_production_mode_refuses_to_start_without_allowed_hosts():
-    result = _load_settings({"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": "x" * 50})
-    assert result.returncode != 0
-    assert "DJANGO_ALLOWED_HOSTS" in result.stderr
+def test_debug_is_off_by_default_and_serves_this_machine_with_a_generated_key(tmp_path):
+    code = ("import django; django.setup(); from django.conf import settings; "
+            "print(settings.DEBUG, settings.ALLOWED_HOSTS, settings.SECURE_SSL_REDIRECT, len(settings.SECRET_KEY))")
+    result = _load_settings({"TUNELAB_VAR_DIR": str(tmp_path)}, code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == "False"
+    assert "'localhost'" in result.stdout and result.stdout.split()[-2] == "False"
+    key = (tmp_path / "secret_key").read_text()
+    assert len(key) >= 50 and oct((tmp_path / "secret_key").stat().st_mode)[-3:] == "600"
+    # Generated once: a second start reads the same key.
+    again = _load_settings({"TUNELAB_VAR_DIR": str(tmp_path)}, "import django; django.setup(); "
+                           "from django.conf import settings; print(settings.SECRET_KEY)")
+    assert again.stdout.strip() == key
 
 
 def test_production_mode_starts_with_both_set():
