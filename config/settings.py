@@ -210,9 +210,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": RUN_TIME_LIMIT_S + 600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("TUNELAB_CELERY_EAGER", False)
 # The reaper marks runs whose worker stopped sending heartbeats as failed (default queue).
-RUN_REAPER_INTERVAL_S = env_int("TUNELAB_REAPER_INTERVAL", 30, min_value=1)
+# Every interval it also re-sends queued runs whose task was lost and fills free gpu slots.
+RUN_REAPER_INTERVAL_S = env_int("TUNELAB_REAPER_INTERVAL", 10, min_value=1)
 CELERY_BEAT_SCHEDULE: dict = {
     "labs-reap-stale-runs": {"task": "labs.tasks.reap_runs", "schedule": float(RUN_REAPER_INTERVAL_S)},
+    "labs-dispatch-runs": {"task": "labs.tasks.dispatch_runs", "schedule": float(RUN_REAPER_INTERVAL_S)},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
@@ -227,10 +229,28 @@ LLM_PRICE_OUTPUT_PER_M = env_float("TUNELAB_LLM_PRICE_OUTPUT_PER_M", 0.60, min_v
 JUDGE_RATE_PER_HOUR = env_int("TUNELAB_JUDGE_RATE_PER_HOUR", 60, min_value=1)
 
 MAX_ACTIVE_RUNS_PER_USER = env_int("TUNELAB_MAX_ACTIVE_RUNS", 2, min_value=1)
-RUN_HEARTBEAT_TIMEOUT_S = env_int("TUNELAB_HEARTBEAT_TIMEOUT", 120, min_value=10)
+# Fair GPU use (staff exempt from the limits). A run's cost is counted in tokens through the
+# model (a training token x3: forward + backward), estimated before it is queued.
+RUN_MAX_TOKENS = env_int("TUNELAB_RUN_MAX_TOKENS", 3_000_000, min_value=1000)
+RUN_MAX_STEPS = env_int("TUNELAB_RUN_MAX_STEPS", 2000, min_value=1)
+RUN_MAX_EVALS = env_int("TUNELAB_RUN_MAX_EVALS", 100, min_value=1)
+# Seconds of gpu worker time (start to finish of each run) a learner may use per rolling 24 h.
+GPU_SECONDS_PER_DAY = env_int("TUNELAB_GPU_SECONDS_PER_DAY", 2 * 3600, min_value=1)
+# Runs wait in the database and are sent to the gpu queue at most one per free slot: set this
+# to the number of gpu worker processes (`-Q gpu -c 1` each) serving the queue.
+GPU_WORKER_SLOTS = env_int("TUNELAB_GPU_SLOTS", 1, min_value=1)
+# A sent run that no worker has started after this long is sent again (its task was lost).
+RUN_DISPATCH_TIMEOUT_S = env_int("TUNELAB_DISPATCH_TIMEOUT", 60, min_value=5)
+# Steps between resumable checkpoints (a lost worker costs at most this many steps), and how
+# often a run is started again after its worker was lost before it is failed.
+RUN_CHECKPOINT_EVERY = env_int("TUNELAB_CHECKPOINT_EVERY", 20, min_value=1)
+RUN_MAX_ATTEMPTS = env_int("TUNELAB_RUN_MAX_ATTEMPTS", 3, min_value=1)
+# Step events kept per run (every k-th step beyond this): pages and replays stay small.
+RUN_MAX_STEP_EVENTS = env_int("TUNELAB_RUN_MAX_STEP_EVENTS", 400, min_value=10)
+RUN_HEARTBEAT_TIMEOUT_S = env_int("TUNELAB_HEARTBEAT_TIMEOUT", 30, min_value=3)
 # A training worker touches its run's heartbeat this often, from a thread, whatever the run is
 # doing (loading a model, a long step, evaluating); well under the timeout, or runs get reaped.
-RUN_HEARTBEAT_INTERVAL_S = env_float("TUNELAB_HEARTBEAT_INTERVAL", 10.0, min_value=0.1)
+RUN_HEARTBEAT_INTERVAL_S = env_float("TUNELAB_HEARTBEAT_INTERVAL", 5.0, min_value=0.1)
 if RUN_HEARTBEAT_INTERVAL_S * 3 > RUN_HEARTBEAT_TIMEOUT_S:
     raise ImproperlyConfigured("TUNELAB_HEARTBEAT_INTERVAL must be at most a third of TUNELAB_HEARTBEAT_TIMEOUT.")
 # The tiny random test model is offered in the launch form only when this is on (tests).

@@ -119,6 +119,12 @@ class Run(models.Model):
     worker_host = models.CharField(max_length=255, blank=True)
     celery_task_id = models.CharField(max_length=255, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # Fair scheduling: a queued run waits here (the outbox) until the dispatcher sends it to a
+    # free gpu worker slot; set when its task is sent, cleared when it must be sent again.
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    # The worker is shutting down: stop after the current step, checkpoint, go back to the queue.
+    pause_requested = models.BooleanField(default=False)
+    attempts = models.PositiveSmallIntegerField(default=0)  # times a worker started (or resumed) it
     error = models.TextField(blank=True)
     last_seq = models.PositiveIntegerField(default=0)  # seq of the newest RunEvent; bumped under a row lock
 
@@ -134,6 +140,7 @@ class Run(models.Model):
         indexes = [
             models.Index(fields=["status", "heartbeat_at"], name="labs_run_status_heartbeat"),
             models.Index(fields=["owner", "status"], name="labs_run_owner_status"),
+            models.Index(fields=["status", "dispatched_at"], name="labs_run_status_dispatched"),
         ]
 
     def __str__(self) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import uuid
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -20,6 +20,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from labs.models import DatasetUpload, Lab, Run, RunEvent, RunGroup
+from labs.scheduling import LaunchRefused, dispatch_soon, launch_check, runs_dispatch
 from ops.realtime import Throttle, broadcast
 
 log = logging.getLogger(__name__)
@@ -28,9 +29,7 @@ log = logging.getLogger(__name__)
 # reads events from the DB on the next one) and status/log/eval events always go through.
 NOTIFY_INTERVAL_S = 0.25
 
-
-class LaunchRefused(Exception):
-    """The launch is not allowed (the active-run limit); the message is for the learner."""
+__all__ = ["LaunchRefused"]  # raised by run_launch / group_launch (defined in labs.scheduling)
 
 
 # --- events ----------------------------------------------------------------------------------
@@ -61,11 +60,13 @@ def build_config(values: dict) -> dict:
     """A validated TrainConfig snapshot. Raises mlcore.train.ConfigError with per-field messages.
 
     The zero-shot baseline is always computed (same evaluate code, same test split); the device
-    is the worker's business; continue_from is resolved by the worker from Run.continue_from.
+    is the worker's business; continue_from is resolved by the worker from Run.continue_from;
+    checkpoints are written every RUN_CHECKPOINT_EVERY steps so a lost worker costs at most that.
     """
     from mlcore.train import TrainConfig
 
-    config = TrainConfig.from_dict({**values, "zero_shot": True, "device": None, "continue_from": None})
+    config = TrainConfig.from_dict({**values, "zero_shot": True, "device": None, "continue_from": None,
+                                    "checkpoint_every": settings.RUN_CHECKPOINT_EVERY})
     config.validate()
     return config.to_dict()
 
@@ -89,15 +90,7 @@ def _check_quota(user) -> None:
         )
 
 
-def _enqueue(run: Run) -> None:
-    """Send the run to the gpu queue once the transaction that created it commits."""
-    from labs.tasks import train_run
-
-    task_id = str(uuid.uuid4())
-    Run.objects.filter(pk=run.pk).update(celery_task_id=task_id)
-    run.celery_task_id = task_id
-    # A worker must never pick up an id whose row it cannot see yet.
-    transaction.on_commit(lambda: train_run.apply_async(args=[run.pk], task_id=task_id))
+QUEUED_MESSAGE = "Queued: it starts when a training worker is free (learners with less recent GPU time go first)."
 
 
 @transaction.atomic
@@ -105,37 +98,41 @@ def run_launch(
     *, user, lab: Lab | None, config: dict, upload: DatasetUpload | None = None,
     continue_from: Run | None = None, cloned_from: Run | None = None,
 ) -> Run:
+    """Check the limits, then leave the run queued in the database; the dispatcher sends it."""
+    config = build_config(config)
     _check_quota(user)
+    launch_check(user=user, configs=[("", config)], upload=upload)
     run = Run.objects.create(
-        owner=user, lab=lab, config=build_config(config), upload=upload,
+        owner=user, lab=lab, config=config, upload=upload,
         continue_from=continue_from, cloned_from=cloned_from,
     )
-    event_append(run_id=run.pk, type="status", payload={"status": "queued", "message": "Queued for a training worker."})
-    _enqueue(run)
+    event_append(run_id=run.pk, type="status", payload={"status": "queued", "message": QUEUED_MESSAGE})
+    dispatch_soon()
     return run
 
 
 @transaction.atomic
 def group_launch(*, user, lab: Lab, config: dict, upload: DatasetUpload | None = None) -> RunGroup:
     """One run per variant of a multi-run lab; a run that continues another waits for it."""
+    configs = [(v["label"], build_config({**config, **(v.get("overrides") or {})})) for v in lab.variants]
     _check_quota(user)
+    trained = [pair for variant, pair in zip(lab.variants, configs, strict=True)
+               if variant.get("mode", Run.Mode.FINETUNE) == Run.Mode.FINETUNE]
+    launch_check(user=user, configs=trained, upload=upload)
     group = RunGroup.objects.create(owner=user, lab=lab, title=lab.title, sweep=lab.sweep)
     by_key: dict[str, Run] = {}
-    for variant in lab.variants:
+    for variant, (_, run_config) in zip(lab.variants, configs, strict=True):
         parent = by_key.get(variant.get("continue_from") or "")
         run = Run.objects.create(
             owner=user, lab=lab, group=group, label=variant["label"],
             mode=variant.get("mode", Run.Mode.FINETUNE), shots=variant.get("shots", 0),
-            config=build_config({**config, **(variant.get("overrides") or {})}),
-            upload=upload, continue_from=parent,
+            config=run_config, upload=upload, continue_from=parent,
         )
         by_key[variant["key"]] = run
-        if parent is None:
-            event_append(run_id=run.pk, type="status", payload={"status": "queued", "message": "Queued for a training worker."})
-            _enqueue(run)
-        else:
-            message = f"Waiting for run {parent.pk} ({parent.label}) to succeed: this run continues its adapter."
-            event_append(run_id=run.pk, type="status", payload={"status": "queued", "message": message})
+        message = QUEUED_MESSAGE if parent is None else (
+            f"Waiting for run {parent.pk} ({parent.label}) to succeed: this run continues its adapter.")
+        event_append(run_id=run.pk, type="status", payload={"status": "queued", "message": message})
+    dispatch_soon()
     return group
 
 
@@ -196,11 +193,30 @@ def run_cancel(*, run: Run, user) -> str:
 
 
 class RunRecorder:
-    """The worker's pen: every event goes to the DB, then (throttled) to the browsers."""
+    """The worker's pen: every event goes to the DB, then (throttled) to the browsers.
+
+    Bounded: a long run records every k-th step (at most RUN_MAX_STEP_EVENTS step events), so
+    the replay, the results and the compare pages stay small whatever the run's length. A
+    resumed run redoes the steps after its checkpoint; their events were recorded by the lost
+    attempt, so steps and validations up to the last recorded one are not recorded twice.
+    """
 
     def __init__(self, run_id: int):
         self.run_id = run_id
         self._throttle = Throttle(NOTIFY_INTERVAL_S)
+        self.recorded = {kind: _last_recorded_step(run_id, kind) for kind in ("step", "eval")}
+
+    def _keep(self, kind: str, event: dict) -> bool:
+        step = event.get("step", 0)
+        if step <= self.recorded[kind]:
+            return False
+        if kind == "step":
+            total = event.get("total_steps") or step
+            stride = -(-total // settings.RUN_MAX_STEP_EVENTS)
+            if not (step == 1 or step == total or step % stride == 0):
+                return False
+        self.recorded[kind] = step
+        return True
 
     def event(self, type: str, payload: dict, *, force: bool = True) -> None:
         event_append(run_id=self.run_id, type=type, payload=payload, notify=self._throttle.ready(force=force))
@@ -209,23 +225,32 @@ class RunRecorder:
         self.event("log", {"message": message})
 
     def should_stop(self) -> bool:
-        """One indexed read: has the learner cancelled, or has the reaper given up on us?"""
-        cancel, status = Run.objects.filter(pk=self.run_id).values_list("cancel_requested", "status").get()
-        return cancel or status != Run.Status.RUNNING
+        """One indexed read: has the learner cancelled, is the worker shutting down (pause), or
+        has the reaper given up on us?"""
+        cancel, pause, status = Run.objects.filter(pk=self.run_id).values_list(
+            "cancel_requested", "pause_requested", "status").get()
+        return cancel or pause or status != Run.Status.RUNNING
 
     def report(self, event: dict):
-        """mlcore.train's report callback: record, then answer "stop" when cancelled."""
+        """mlcore.train's report callback: record, then answer "stop" when cancelled or paused."""
         event = dict(event)
         kind = event.pop("type")
         if kind == "step":
-            self.event("step", event, force=event.get("step") == event.get("total_steps"))
+            if self._keep("step", event):
+                self.event("step", event, force=event.get("step") == event.get("total_steps"))
             return "stop" if self.should_stop() else None
         if kind == "eval":
-            self.event("eval", event)
+            if self._keep("eval", event):
+                self.event("eval", event)
         elif kind == "done":
             self.log(f"Training stopped after {event.get('steps')} steps." if event.get("cancelled")
                      else f"Training done: {event.get('steps')} steps. Scored on the test split.")
         return None
+
+
+def _last_recorded_step(run_id: int, kind: str) -> int:
+    payload = RunEvent.objects.filter(run_id=run_id, type=kind).order_by("-seq").values_list("payload", flat=True).first()
+    return int((payload or {}).get("step", 0))
 
 
 class Heartbeat:
@@ -256,33 +281,76 @@ class Heartbeat:
             connection.close()  # this thread's own connection
 
 
-def _claim(run_id: int, task_id: str, host: str) -> Run | None:
-    """Move the run queued -> running for this worker, or say why not (None: nothing to do).
+def _claim(run_id: int, task_id: str, host: str) -> tuple[Run | None, bool]:
+    """Move the run to running for this worker: (run, resume), or (None, False) for nothing to do.
 
-    A redelivered task (acks_late: the worker that had it died, or the broker's visibility
-    timeout passed) finds its run already running. We never train a run twice: if its
-    heartbeat is fresh another worker is on it and we leave; if it is stale that worker is
-    gone, and the run is marked failed exactly as the reaper would (clone it to retry).
+    queued -> running is a fresh start (or a resumption, when an earlier attempt was paused or
+    lost: the run's attempts count says so). A redelivered task (acks_late: the worker process
+    that had it died) finds its run still running: once the old attempt's heartbeat has stopped,
+    this delivery takes the run over and resumes it from its last checkpoint. A run whose
+    heartbeat is still fresh belongs to a live worker, and this delivery does nothing.
     """
     now = timezone.now()
     with transaction.atomic():
         claimed = Run.objects.filter(pk=run_id, status=Run.Status.QUEUED, cancel_requested=False).update(
-            status=Run.Status.RUNNING, started_at=now, heartbeat_at=now, worker_host=host,
-            celery_task_id=task_id or F("celery_task_id"),
+            status=Run.Status.RUNNING, heartbeat_at=now, worker_host=host, pause_requested=False,
+            celery_task_id=task_id or F("celery_task_id"), attempts=F("attempts") + 1,
         )
         if claimed:
-            event_append(run_id=run_id, type="status", payload={"status": "running", "message": f"Started on worker {host}."})
+            Run.objects.filter(pk=run_id, started_at__isnull=True).update(started_at=now)
+            attempts = Run.objects.filter(pk=run_id).values_list("attempts", flat=True).get()
+            message = f"Started on worker {host}." if attempts == 1 else (
+                f"Resumed on worker {host} from its last checkpoint (attempt {attempts}).")
+            event_append(run_id=run_id, type="status", payload={"status": "running", "message": message})
     run = Run.objects.select_related("upload", "continue_from").filter(pk=run_id).first()
     if run is None:
         log.info("run %s no longer exists; nothing to do", run_id)
-        return None
+        return None, False
     if claimed:
-        return run
-    if run.status == Run.Status.RUNNING and run.heartbeat_at and run.heartbeat_at < now - _heartbeat_timeout():
+        return run, run.attempts > 1
+    if run.status == Run.Status.RUNNING and _previous_attempt_dead(run, task_id):
+        return (run, True) if run_take_over(run=run, task_id=task_id, host=host) else (None, False)
+    log.info("run %s is %s; this delivery does nothing", run_id, run.status)
+    return None, False
+
+
+def _previous_attempt_dead(run: Run, task_id: str) -> bool:
+    """True once the attempt holding `run` has stopped beating. A redelivery of the same task
+    means its worker process died (a task id runs once at a time), so wait only until the
+    heartbeat is overdue (~2.5 beats) rather than the reaper's full timeout."""
+    if run.heartbeat_at and run.heartbeat_at < timezone.now() - _heartbeat_timeout():
+        return True
+    if not task_id or task_id != run.celery_task_id:
+        return False
+    overdue = timedelta(seconds=2.5 * settings.RUN_HEARTBEAT_INTERVAL_S)
+    deadline = time.monotonic() + 4 * settings.RUN_HEARTBEAT_INTERVAL_S
+    while time.monotonic() < deadline:
+        run.refresh_from_db(fields=["status", "heartbeat_at"])
+        if run.status != Run.Status.RUNNING:
+            return False
+        if run.heartbeat_at is None or run.heartbeat_at < timezone.now() - overdue:
+            return True
+        time.sleep(settings.RUN_HEARTBEAT_INTERVAL_S / 2)
+    return False
+
+
+def run_take_over(*, run: Run, task_id: str, host: str) -> bool:
+    """Resume a running run whose worker died, here; or fail it when its attempts are used up."""
+    if run.attempts >= settings.RUN_MAX_ATTEMPTS:
         run_mark_lost(run)
-    else:
-        log.info("run %s is %s; this delivery does nothing", run_id, run.status)
-    return None
+        return False
+    with transaction.atomic():
+        # heartbeat_at in the filter: if the old attempt beats after all, it keeps the run.
+        taken = Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING, heartbeat_at=run.heartbeat_at).update(
+            heartbeat_at=timezone.now(), worker_host=host, celery_task_id=task_id or F("celery_task_id"),
+            attempts=F("attempts") + 1, pause_requested=False,
+        )
+        if taken:
+            event_append(run_id=run.pk, type="status", payload={
+                "status": "running", "message": f"The previous worker process died; resumed on worker {host} "
+                f"from the last checkpoint (attempt {run.attempts + 1})."})
+    run.refresh_from_db()
+    return bool(taken)
 
 
 def _finish(run_id: int, status: str, *, message: str, error: str = "", **fields) -> bool:
@@ -296,17 +364,41 @@ def _finish(run_id: int, status: str, *, message: str, error: str = "", **fields
             event_append(run_id=run_id, type="status", payload={"status": status, "message": message, "error": error})
     if done:
         _settle_continuations(run_id, succeeded=status == Run.Status.SUCCEEDED)
+        _dispatch_now()  # this run's gpu slot is free
     return bool(done)
 
 
+def _dispatch_now() -> None:
+    try:
+        runs_dispatch()
+    except Exception:  # the periodic dispatcher (Celery beat) will fill the slot
+        log.warning("dispatch after a run failed", exc_info=True)
+
+
+def run_requeue(*, run_id: int, message: str, status_from: str = Run.Status.RUNNING, **match) -> bool:
+    """Put a run back in the outbox to be resumed from its checkpoint by the next free worker."""
+    with transaction.atomic():
+        moved = Run.objects.filter(pk=run_id, status=status_from, **match).update(
+            status=Run.Status.QUEUED, dispatched_at=None, pause_requested=False, heartbeat_at=None,
+        )
+        if moved:
+            event_append(run_id=run_id, type="status", payload={"status": "queued", "message": message})
+    if moved:
+        _dispatch_now()
+    return bool(moved)
+
+
+def runs_request_pause(*, worker_host: str) -> int:
+    """A worker is shutting down: its runs stop after the current step, checkpoint and requeue."""
+    return Run.objects.filter(status=Run.Status.RUNNING, worker_host=worker_host).update(pause_requested=True)
+
+
 def _settle_continuations(run_id: int, *, succeeded: bool) -> None:
-    """Runs waiting to continue this run's adapter: send them to the queue, or fail them."""
-    waiting = Run.objects.filter(continue_from_id=run_id, status=Run.Status.QUEUED, celery_task_id="")
+    """Runs waiting to continue this run's adapter: the dispatcher may send them now, or they fail."""
+    waiting = Run.objects.filter(continue_from_id=run_id, status=Run.Status.QUEUED)
     for child in waiting:
         if succeeded:
-            with transaction.atomic():
-                event_append(run_id=child.pk, type="log", payload={"message": f"Run {run_id} succeeded: queued for a worker."})
-                _enqueue(child)
+            event_append(run_id=child.pk, type="log", payload={"message": f"Run {run_id} succeeded: queued for a worker."})
         else:
             reason = f"The run this one continues (run {run_id}) did not succeed, so there is no adapter to continue."
             with transaction.atomic():
@@ -334,22 +426,30 @@ def describe_error(exc: BaseException) -> str:
 
 
 def run_execute(*, run_id: int, task_id: str = "", host: str | None = None) -> None:
-    """The body of the training task: claim the run, train (or prompt) it, record the outcome."""
+    """The body of the training task: claim the run, train (or prompt) it, record the outcome.
+
+    `host` is the Celery node name (gpu@machine): runs_request_pause() finds a shutting-down
+    worker's runs by it."""
     from labs import training
 
     host = host or socket.gethostname()
-    run = _claim(run_id, task_id, host)
+    run, resume = _claim(run_id, task_id, host)
     if run is None:
         return
     recorder = RunRecorder(run.pk)
     with Heartbeat(run.pk, settings.RUN_HEARTBEAT_INTERVAL_S):
         try:
-            outcome = training.execute(run, recorder)
+            outcome = training.execute(run, recorder, resume=resume)
         except Exception as exc:
             log.exception("run %s failed", run.pk)
             error = describe_error(exc)
             _finish(run.pk, Run.Status.FAILED, message=f"Failed: {error}", error=error)
             return
+    if outcome.cancelled and run_requeue(
+        run_id=run.pk, pause_requested=True, cancel_requested=False,
+        message="Paused: the worker is shutting down. The run continues from its checkpoint on the next free worker.",
+    ):
+        return
     if outcome.cancelled:
         _finish(run.pk, Run.Status.CANCELLED, message="Cancelled: stopped after the current step.")
     else:
@@ -365,12 +465,13 @@ def _heartbeat_timeout() -> timedelta:
 
 
 def run_mark_lost(run: Run) -> bool:
-    """Fail a running run whose worker stopped sending heartbeats."""
+    """Fail a running run whose worker stopped sending heartbeats and that cannot be resumed."""
     beat = run.heartbeat_at or run.started_at or run.created_at
     reason = (
         f"The worker {run.worker_host or '(unknown host)'} stopped sending heartbeats at "
-        f"{beat:%Y-%m-%d %H:%M:%S} UTC; the worker process was probably killed (out of memory, a crash "
-        "or a restart). Clone the run to try again."
+        f"{beat:%Y-%m-%d %H:%M:%S} UTC, and this run was already started {run.attempts} time(s) "
+        f"(the limit is {settings.RUN_MAX_ATTEMPTS}); the worker process was probably killed (out of memory, "
+        "a crash or a restart). Clone the run to try again."
     )
     with transaction.atomic():
         # heartbeat_at in the filter: a beat that lands between our read and this write wins.
@@ -381,13 +482,26 @@ def run_mark_lost(run: Run) -> bool:
             event_append(run_id=run.pk, type="status", payload={"status": "failed", "message": reason, "error": reason})
     if lost:
         _settle_continuations(run.pk, succeeded=False)
+        _dispatch_now()
     return bool(lost)
 
 
+def run_reap(run: Run) -> bool:
+    """A running run whose worker vanished: back to the queue to resume from its checkpoint, or
+    failed with the reason once it has used its attempts."""
+    if run.attempts >= settings.RUN_MAX_ATTEMPTS:
+        return run_mark_lost(run)
+    return run_requeue(
+        run_id=run.pk, heartbeat_at=run.heartbeat_at,
+        message=f"The worker {run.worker_host or '(unknown)'} stopped sending heartbeats; the run goes back to the "
+        "queue and continues from its last checkpoint.",
+    )
+
+
 def runs_reap(*, now=None) -> list[int]:
-    """Mark every running run whose heartbeat is older than the timeout as failed."""
+    """Resume (or fail) every running run whose heartbeat is older than the timeout."""
     cutoff = (now or timezone.now()) - _heartbeat_timeout()
     stale = Run.objects.filter(status=Run.Status.RUNNING, heartbeat_at__lt=cutoff).only(
-        "pk", "heartbeat_at", "worker_host", "started_at", "created_at"
+        "pk", "heartbeat_at", "worker_host", "started_at", "created_at", "attempts"
     )
-    return [run.pk for run in stale if run_mark_lost(run)]
+    return [run.pk for run in stale if run_reap(run)]

@@ -1,17 +1,50 @@
 """Celery tasks: thin. Take an id, call the service. Routing: train_run -> gpu, the rest -> default."""
 
-from celery import shared_task
+import logging
 
-from labs import services
+from celery import shared_task
+from celery.signals import worker_shutting_down
+
+from labs import scheduling, services
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(name="labs.tasks.train_run", bind=True)
 def train_run(self, run_id: int) -> None:
-    """Train one run. Idempotent: a run that is not queued any more is never trained again."""
-    services.run_execute(run_id=run_id, task_id=self.request.id or "")
+    """Train one run. Idempotent: a run that is not queued any more is never trained twice."""
+    services.run_execute(run_id=run_id, task_id=self.request.id or "", host=self.request.hostname or None)
 
 
 @shared_task(name="labs.tasks.reap_runs")
 def reap_runs() -> list[int]:
-    """Celery beat, every RUN_REAPER_INTERVAL_S: fail runs whose worker stopped sending heartbeats."""
+    """Celery beat, every RUN_REAPER_INTERVAL_S: resume (or fail) runs whose worker stopped beating."""
     return services.runs_reap()
+
+
+@shared_task(name="labs.tasks.dispatch_runs")
+def dispatch_runs() -> list[int]:
+    """Celery beat, every RUN_REAPER_INTERVAL_S: re-send runs whose task was lost, fill free gpu slots."""
+    scheduling.runs_resend_lost()
+    return scheduling.runs_dispatch()
+
+
+@worker_shutting_down.connect
+def pause_runs_on_shutdown(sender=None, **kwargs) -> None:
+    """In the worker's main process, on a warm shutdown (SIGTERM): ask this worker's runs to stop
+    after the current step and checkpoint, so Celery's wait for the task is one step long and
+    the run resumes on the next worker instead of being lost."""
+    try:
+        paused = services.runs_request_pause(worker_host=str(sender))
+        if paused:
+            log.info("asked %s run(s) on %s to pause for the shutdown", paused, sender)
+    except Exception:  # the database may be gone too: the reaper resumes the run later
+        log.warning("could not ask the runs on %s to pause", sender, exc_info=True)
+
+
+@shared_task(name="labs.tasks.export_gguf")
+def export_gguf(run_id: int, quant: str) -> str:
+    """Build a run's llama.cpp / Ollama download (default queue: CPU work, minutes at most)."""
+    from labs.exports import gguf_export_build
+
+    return gguf_export_build(run_id=run_id, quant=quant).state

@@ -95,6 +95,10 @@ def _fine_tune(run: Run, config, dataset, recorder, *, resume: bool = False) -> 
         # database may have left.
         shutil.rmtree(out_dir, ignore_errors=True)
     recorder.log(f"Loading {config.base_model} and adding LoRA (r={config.lora_r}, alpha={config.lora_alpha}).")
+    if resume:
+        step = checkpoint_step(out_dir)
+        recorder.log(f"Resuming from the checkpoint at step {step}." if step else
+                     "No checkpoint was written before the worker stopped: training starts again from step 0.")
     if recorder.should_stop():
         return Outcome(cancelled=True)
     result = train(config, dataset, out_dir, report=recorder.report, resume=resume)
@@ -104,6 +108,14 @@ def _fine_tune(run: Run, config, dataset, recorder, *, resume: bool = False) -> 
     with open(out_dir / "test_predictions.jsonl", encoding="utf-8") as f:
         predictions = [json.loads(line) for line in f if line.strip()]
     return Outcome(cancelled=False, metrics=metrics, predictions=predictions, summary=_summary(metrics))
+
+
+def checkpoint_step(out_dir) -> int:
+    """The step of the resumable checkpoint train() left in out_dir (0: none)."""
+    import torch
+
+    state = out_dir / "checkpoint" / "trainer_state.pt"
+    return int(torch.load(state, weights_only=False)["step"]) if state.exists() else 0
 
 
 def _few_shot(run: Run, config, dataset, labels, recorder) -> Outcome:

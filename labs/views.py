@@ -10,6 +10,7 @@ from labs import presenters
 from labs.access import get_group_for_user, get_run_for_user
 from labs.forms import RunForm, initial_from_config
 from labs.models import Lab, Run
+from labs.scheduling import queue_available
 from labs.services import LaunchRefused, clone_initial, group_launch, run_cancel, run_launch, upload_create
 
 MAX_COMPARE = 12
@@ -41,10 +42,15 @@ def launch(request, slug: str):
         initial["continue_from"] = source.continue_from_id
     form = RunForm(request.POST or None, request.FILES or None, user=request.user, lab=lab, multi_run=multi_run, initial=initial)
     if request.method == "POST" and form.is_valid():
+        if not queue_available():
+            # Refuse before writing anything: no run is left queued that nothing will send.
+            return render(request, "labs/queue_unavailable.html", {"lab": lab}, status=503)
         try:
             return _launch(request, lab, form, multi_run, source)
         except LaunchRefused as exc:
             form.add_error(None, str(exc))
+            for name, message in exc.errors.items():
+                form.add_error(name if name in form.fields else None, message)
     return render(request, "labs/launch.html", {
         "lab": lab, "form": form, "multi_run": multi_run, "source": source,
         "variants": presenters.variant_rows(lab) if multi_run else [],

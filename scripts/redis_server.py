@@ -42,7 +42,11 @@ class RedisServer:
             REDIS_SERVER_PATH, "--bind", "127.0.0.1", "--port", str(self.port),
             "--dir", str(self.data_dir), "--protected-mode", "yes",
             # No pid file and no daemonizing: nothing stale is left behind for the next start.
-            "--daemonize", "no", "--save", "60 1000" if self.persist else "", "--appendonly", "no",
+            "--daemonize", "no",
+            # Persisted: an append-only file synced every second, so a crash (kill -9, power)
+            # loses at most one second of queued tasks; snapshots only as the AOF's base.
+            "--save", "3600 1" if self.persist else "", "--appendonly", "yes" if self.persist else "no",
+            "--appendfsync", "everysec",
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
@@ -58,6 +62,10 @@ class RedisServer:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout} s")
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -1,9 +1,19 @@
-"""Start the whole stack in the foreground: Redis (embedded), Daphne, Celery workers and beat.
+"""Start the whole stack in the foreground and keep it up: Redis (embedded), Daphne, Celery
+workers and beat.
 
-`make run` calls this. Ctrl-C (or SIGTERM) stops every child cleanly. When REDIS_URL is set,
-no Redis is started and every process uses that server instead.
+`make run` calls this. It is a small supervisor: a process that dies is started again (the
+embedded Redis reloads its append-only file, so queued tasks survive a crash). Ctrl-C (or
+SIGTERM) stops the stack in dependency order: web first (no new launches), then the workers
+(each running run stops after its current step, checkpoints and goes back to the queue), then
+beat, then Redis last, because the workers need it until they are done.
+
+Environment: TUNELAB_HOST / TUNELAB_PORT (web), TUNELAB_REDIS_PORT (embedded Redis; REDIS_URL
+set = use that server, start none), TUNELAB_GPU_WORKERS (gpu worker processes, default 1; the
+dispatcher's TUNELAB_GPU_SLOTS follows it), TUNELAB_SHUTDOWN_GRACE (seconds the workers get to
+checkpoint, default 90). The running processes' ids are kept in var/runstack.json.
 """
 
+import json
 import os
 import signal
 import socket
@@ -19,12 +29,86 @@ from scripts.redis_server import RedisServer, port_is_free  # noqa: E402
 
 HOST = os.environ.get("TUNELAB_HOST", "127.0.0.1")
 PORT = int(os.environ.get("TUNELAB_PORT", "8000"))
+GPU_WORKERS = int(os.environ.get("TUNELAB_GPU_WORKERS", "1"))
+SHUTDOWN_GRACE_S = float(os.environ.get("TUNELAB_SHUTDOWN_GRACE", "90"))
+RESTART_DELAY_S = 1.0
+# Stop order: each stage gets SIGTERM together and its grace period before SIGKILL.
+STAGES = (("web", 15.0), ("workers", SHUTDOWN_GRACE_S), ("beat", 10.0))
+
+
+def commands(python: str, var: Path) -> dict[str, tuple[str, list[str]]]:
+    """name -> (stage, argv)."""
+    procs = {"web": ("web", [python, "-m", "daphne", "-b", HOST, "-p", str(PORT), "config.asgi:application"])}
+    # One worker process per GPU, one job at a time each, and a fresh child per job, so a
+    # crashed or leaking training run cannot poison the next.
+    for i in range(1, GPU_WORKERS + 1):
+        procs[f"gpu{i}"] = ("workers", [python, "-m", "celery", "-A", "config", "worker", "-Q", "gpu", "-c", "1",
+                                        "--max-tasks-per-child", "1", "-n", f"gpu{i}@%h", "--loglevel", "INFO"])
+    procs["default"] = ("workers", [python, "-m", "celery", "-A", "config", "worker", "-Q", "default", "-c", "2",
+                                    "-n", "default@%h", "--loglevel", "INFO"])
+    procs["beat"] = ("beat", [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
+                              "-s", str(var / "celerybeat-schedule")])
+    return procs
+
+
+class Stack:
+    def __init__(self, var: Path, env: dict, redis: RedisServer | None):
+        self.var, self.env, self.redis = var, env, redis
+        self.commands = commands(sys.executable, var)
+        self.children: dict[str, subprocess.Popen] = {}
+        self.stopping = False
+
+    def start(self, name: str) -> None:
+        # New process groups: Ctrl-C reaches only this supervisor, which then stops the
+        # children in order instead of all of them racing to exit.
+        self.children[name] = subprocess.Popen(self.commands[name][1], cwd=ROOT, env=self.env, start_new_session=True)
+        self.write_pids()
+
+    def write_pids(self) -> None:
+        pids = {name: child.pid for name, child in self.children.items()}
+        if self.redis is not None and self.redis.process is not None:
+            pids["redis"] = self.redis.process.pid
+        tmp = self.var / "runstack.json.tmp"
+        tmp.write_text(json.dumps(pids))
+        tmp.replace(self.var / "runstack.json")
+
+    def supervise_once(self) -> None:
+        """Restart whatever died: Redis first (everything else needs it), then the others."""
+        if self.redis is not None and not self.redis.alive:
+            print("redis exited; restarting it (it reloads its append-only file).", file=sys.stderr)
+            try:
+                self.redis.start()
+            except RuntimeError as exc:  # e.g. its port is still held: try again next round
+                print(f"redis did not restart: {exc}", file=sys.stderr)
+                return
+            self.write_pids()
+        for name, child in list(self.children.items()):
+            if child.poll() is not None and not self.stopping:
+                print(f"{name} exited with {child.returncode}; restarting it.", file=sys.stderr)
+                self.start(name)
+
+    def stop(self) -> None:
+        for stage, grace in STAGES:
+            group = [c for name, c in self.children.items() if self.commands[name][0] == stage and c.poll() is None]
+            for child in group:
+                child.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            for child in group:
+                try:
+                    child.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    os.killpg(child.pid, signal.SIGKILL)  # a killed run resumes from its checkpoint
+                    child.wait()
+        if self.redis is not None:
+            self.redis.stop()
+        (self.var / "runstack.json").unlink(missing_ok=True)
 
 
 def main() -> int:
     var = Path(os.environ.get("TUNELAB_VAR_DIR", ROOT / "var"))
     var.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.setdefault("TUNELAB_GPU_SLOTS", str(GPU_WORKERS))
     if not port_is_free(HOST, PORT):
         print(f"Port {PORT} on {HOST} is already in use: is tunelab already running? "
               f"Stop it, or set TUNELAB_PORT to another port.", file=sys.stderr)
@@ -40,54 +124,26 @@ def main() -> int:
         redis = RedisServer(port=redis_port, data_dir=var / "redis")
         redis.start()
         env["REDIS_URL"] = redis.url
-        print(f"redis    {redis.url} (embedded, data in {redis.data_dir})")
+        print(f"redis    {redis.url} (embedded, append-only file in {redis.data_dir})")
 
-    python = sys.executable
-    commands = {
-        "web": [python, "-m", "daphne", "-b", HOST, "-p", str(PORT), "config.asgi:application"],
-        # One worker per GPU in production; here the gpu queue takes one job at a time and a
-        # fresh process per job, so a crashed or leaking training run cannot poison the next.
-        "gpu": [python, "-m", "celery", "-A", "config", "worker", "-Q", "gpu", "-c", "1",
-                "--max-tasks-per-child", "1", "-n", "gpu@%h", "--loglevel", "INFO"],
-        "default": [python, "-m", "celery", "-A", "config", "worker", "-Q", "default", "-c", "2",
-                    "-n", "default@%h", "--loglevel", "INFO"],
-        "beat": [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
-                 "-s", str(var / "celerybeat-schedule")],
-    }
-    children: dict[str, subprocess.Popen] = {}
-    stopping = False
+    stack = Stack(var, env, redis)
 
-    def stop(*_):
-        nonlocal stopping
-        stopping = True
+    def request_stop(*_):
+        stack.stopping = True
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
     try:
-        for name, cmd in commands.items():
-            # New process groups: Ctrl-C reaches only this supervisor, which then stops the
-            # children in order instead of all of them racing to exit.
-            children[name] = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
+        for name in stack.commands:
+            stack.start(name)
         print(f"web      http://{HOST}:{PORT}/  (health: http://{HOST}:{PORT}/healthz)")
         print("Press Ctrl-C to stop.")
-        while not stopping:
-            for name, child in children.items():
-                if child.poll() is not None:
-                    print(f"{name} exited with {child.returncode}; stopping the stack.", file=sys.stderr)
-                    stopping = True
-            time.sleep(0.5)
+        while not stack.stopping:
+            time.sleep(RESTART_DELAY_S)
+            stack.supervise_once()
     finally:
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for child in children.values():
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-        if redis is not None:
-            redis.stop()
+        stack.stopping = True
+        stack.stop()
         print("stopped.")
     return 0
 

@@ -40,14 +40,18 @@ def test_the_test_model_is_offered_only_when_the_setting_allows_it(owner_client,
     assert response.status_code == 400 and "base_model" in response.context["form"].errors
 
 
-def test_a_valid_launch_creates_a_queued_run_with_its_config_snapshot(owner_client, owner, labs):
-    response = owner_client.post(LAUNCH, form_data(lora_r=8))
+def test_a_valid_launch_creates_a_queued_run_with_its_config_snapshot(owner_client, owner, labs,
+                                                                      django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = owner_client.post(LAUNCH, form_data(lora_r=8))
     run = Run.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/labs/runs/{run.pk}/"
     assert run.owner == owner and run.lab.slug == "sentiment-lora" and run.status == "queued"
     assert run.config["lora_r"] == 8 and run.config["target_modules"] == ["q_proj", "v_proj"]
     assert run.config["zero_shot"] is True and run.config["train_limit"] == 16
-    assert run.celery_task_id  # known before the worker starts: a queued run can be revoked
+    # The slot was free, so the dispatcher sent it at once: the task id is known before the
+    # worker starts, so a queued run can be revoked.
+    assert run.celery_task_id and run.dispatched_at
     assert [(e.seq, e.type) for e in run.events.all()] == [(1, "status")]
 
 
@@ -113,14 +117,14 @@ def test_a_sweep_launches_one_run_per_value_with_the_swept_field_fixed(owner_cli
     runs = Run.objects.order_by("pk")
     assert [(r.label, r.config["lora_r"], r.config["lora_alpha"], r.config["epochs"]) for r in runs] == [
         ("r = 4", 4, 8, 2), ("r = 16", 16, 32, 2), ("r = 64", 64, 128, 2)]
-    assert all(r.group_id == runs[0].group_id and r.celery_task_id for r in runs)
+    assert all(r.group_id == runs[0].group_id and r.status == "queued" for r in runs)
 
 
 def test_the_mixed_label_run_that_continues_waits_for_its_parent(owner_client, labs):
     owner_client.post("/labs/mixed-label/launch/", form_data())
     three, retrain, continued = Run.objects.order_by("pk")
     assert three.config["dataset"] == "reviews" and retrain.config["dataset"] == "reviews-mixed"
-    assert continued.continue_from == three and continued.celery_task_id == ""  # not sent to a worker yet
+    assert continued.continue_from == three and continued.dispatched_at is None  # not sent to a worker yet
     assert "Waiting for run" in continued.events.get().payload["message"]
 
 

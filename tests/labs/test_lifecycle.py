@@ -32,12 +32,14 @@ def test_a_redelivered_task_leaves_a_run_with_a_fresh_heartbeat_to_its_worker(ow
     assert run.status == Run.Status.RUNNING and run.worker_host == "gpu-1" and len(events(run)) == 1
 
 
-def test_a_redelivered_task_fails_a_run_whose_worker_died_instead_of_training_it_twice(owner, settings):
+def test_a_redelivered_task_fails_a_run_whose_worker_died_once_its_attempts_are_used_up(owner, settings):
     stale = timezone.now() - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT_S + 5)
-    run = make_run(owner, status=Run.Status.RUNNING, heartbeat_at=stale, worker_host="gpu-1")
+    run = make_run(owner, status=Run.Status.RUNNING, heartbeat_at=stale, worker_host="gpu-1",
+                   attempts=settings.RUN_MAX_ATTEMPTS)
     train_run.apply(args=[run.pk])
     run.refresh_from_db()
     assert run.status == Run.Status.FAILED and "stopped sending heartbeats" in run.error
+    assert f"started {settings.RUN_MAX_ATTEMPTS} time(s)" in run.error
     assert run.started_at is None  # it was never started again
 
 
@@ -45,22 +47,30 @@ def test_the_task_of_a_deleted_run_does_nothing(db):
     train_run.apply(args=[999_999])
 
 
-def test_the_reaper_fails_only_runs_whose_heartbeat_stopped(owner, settings):
+def test_the_reaper_requeues_a_lost_run_to_resume_and_fails_it_once_its_attempts_are_used_up(owner, settings):
     now = timezone.now()
     settings.RUN_HEARTBEAT_TIMEOUT_S = 60
-    lost = make_run(owner, status=Run.Status.RUNNING, heartbeat_at=now - timedelta(seconds=61), worker_host="gpu-7")
+    settings.GPU_WORKER_SLOTS = 1
+    lost = make_run(owner, status=Run.Status.RUNNING, heartbeat_at=now - timedelta(seconds=61), worker_host="gpu-7",
+                    attempts=1, dispatched_at=now)
+    spent = make_run(owner, status=Run.Status.RUNNING, heartbeat_at=now - timedelta(seconds=61), worker_host="gpu-8",
+                     attempts=settings.RUN_MAX_ATTEMPTS)
     alive = make_run(owner, status=Run.Status.RUNNING, heartbeat_at=now - timedelta(seconds=30))
     queued = make_run(owner)
 
-    assert reap_runs.apply().get() == [lost.pk]
+    assert sorted(reap_runs.apply().get()) == [lost.pk, spent.pk]
 
     lost.refresh_from_db()
-    assert lost.status == Run.Status.FAILED and lost.finished_at
-    beat = (now - timedelta(seconds=61)).strftime("%Y-%m-%d %H:%M:%S")
-    assert lost.error.startswith(f"The worker gpu-7 stopped sending heartbeats at {beat} UTC; "
-                                 "the worker process was probably killed")
+    assert lost.status == Run.Status.QUEUED and lost.finished_at is None and lost.dispatched_at is None
     last = lost.events.order_by("-seq").first()
-    assert last.type == "status" and last.payload["status"] == "failed" and last.seq == 2
+    assert (last.type, last.payload["status"], last.seq) == ("status", "queued", 2)
+    assert "continues from its last checkpoint" in last.payload["message"]
+
+    spent.refresh_from_db()
+    assert spent.status == Run.Status.FAILED and spent.finished_at
+    beat = (now - timedelta(seconds=61)).strftime("%Y-%m-%d %H:%M:%S")
+    assert spent.error.startswith(f"The worker gpu-8 stopped sending heartbeats at {beat} UTC, ")
+    assert "the worker process was probably killed" in spent.error
     assert Run.objects.get(pk=alive.pk).status == Run.Status.RUNNING
     assert Run.objects.get(pk=queued.pk).status == Run.Status.QUEUED
     assert runs_reap() == []  # a second pass finds nothing
