@@ -1,6 +1,7 @@
 from django import forms
 from django.conf import settings
 
+from labs.access import get_upload_for_user, uploads_for_user
 from labs.models import DatasetUpload, Lab, Run
 from mlcore.train import ConfigField, config_fields
 
@@ -45,9 +46,8 @@ def base_model_choices() -> list[tuple[str, str]]:
 def dataset_choices(user) -> list[tuple[str, str]]:
     from mlcore.data import BUNDLED
 
-    uploads = DatasetUpload.objects.all() if user.is_staff else DatasetUpload.objects.filter(owner=user)
     return [(name, f"{name}: {description}") for name, description in BUNDLED.items()] + [
-        (upload.dataset_key, f"your upload: {upload}") for upload in uploads.order_by("-created_at")[:50]
+        (upload.dataset_key, f"your upload: {upload}") for upload in uploads_for_user(user).order_by("-created_at")[:50]
     ]
 
 
@@ -143,8 +143,7 @@ class RunForm(ConfigForm):
         key = self.cleaned_data.get("dataset", "")
         if self.cleaned_data.get("upload") or not key.startswith("upload:"):
             return None
-        uploads = DatasetUpload.objects.all() if self.user.is_staff else DatasetUpload.objects.filter(owner=self.user)
-        return uploads.get(pk=int(key.split(":", 1)[1]))
+        return get_upload_for_user(self.user, key.split(":", 1)[1])
 
 
 def _sentence(name: str, message: str) -> str:

@@ -53,10 +53,10 @@ class DatasetUpload(models.Model):
 
 class RunQuerySet(models.QuerySet):
     def visible_to(self, user):
-        """Runs `user` may see: their own; staff see every run."""
-        if not user.is_authenticated:
-            return self.none()
-        return self if user.is_staff else self.filter(owner=user)
+        """Runs `user` may see: their own; staff see every run (the rule lives in labs.access)."""
+        from labs.access import visible_to
+
+        return visible_to(user, self)
 
     def active(self):
         return self.filter(status__in=Run.ACTIVE)
