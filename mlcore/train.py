@@ -760,6 +760,42 @@ def save_and_score(run: Prepared, out_dir: Path, best: Best, zero_shot: bool) ->
 # --- the loop ------------------------------------------------------------------------------
 
 
+@dataclass
+class ScoringPace:
+    """Measured cost of scoring (validation passes): seconds per example, once one pass ran."""
+
+    seconds: float = 0.0
+    examples: int = 0
+
+    def add(self, seconds: float, examples: int) -> None:
+        self.seconds, self.examples = self.seconds + seconds, self.examples + examples
+
+    def per_example(self, train_samples_per_s: float) -> float:
+        if self.examples:
+            return self.seconds / self.examples
+        # Before the first pass: a forward pass without backward costs about a third of a
+        # training example (backward is ~2x forward), so use that until a pass is measured.
+        return 1 / (3 * train_samples_per_s) if train_samples_per_s else 0.0
+
+
+def validation_steps_left(run: Prepared, step: int) -> int:
+    """Validation passes still due at or after `step` (the one after `step` itself included)."""
+    every = run.config.eval_every
+    if not len(run.validation):
+        return 0
+    return sum(1 for s in range(max(step, 1), run.total_steps + 1)
+               if (s % every == 0 if every else s % run.steps_per_epoch == 0) or s == run.total_steps)
+
+
+def eta_seconds(run: Prepared, step: int, step_s: float, scoring: ScoringPace, train_samples_per_s: float) -> float:
+    """Seconds until the run is done: the training steps left, the validation passes still due,
+    and the final scoring of the test split (twice with the zero-shot baseline). A step-time-only
+    ETA said 4:01 at step 41 of a run that took 10:18, the passes being most of the difference."""
+    per_example = scoring.per_example(train_samples_per_s)
+    scoring_left = validation_steps_left(run, step) * len(run.validation) + len(run.test) * (2 if run.config.zero_shot else 1)
+    return step_s * (run.total_steps - step) + per_example * scoring_left
+
+
 def train(config: TrainConfig, dataset: Dataset, out_dir, *, report=None, resume: bool = False) -> TrainResult:
     """Fine-tune, save the adapter with its config into out_dir, and score it on the test split.
 
@@ -782,6 +818,7 @@ def train(config: TrainConfig, dataset: Dataset, out_dir, *, report=None, resume
     run.model.train()
     validation: list[dict] = []
     train_s, samples, tokens, steps_run, cancelled = 0.0, 0, 0, 0, False
+    scoring = ScoringPace()
     while step < run.total_steps and not cancelled:
         epoch = step // run.steps_per_epoch
         batches = length_grouped_batches(run.train.encoded, config.batch_size, config.seed + epoch)
@@ -798,13 +835,15 @@ def train(config: TrainConfig, dataset: Dataset, out_dir, *, report=None, resume
                 "type": "step", "step": step, "total_steps": run.total_steps, "epoch": step / run.steps_per_epoch,
                 "loss": loss, "lr": lr, "grad_norm": grad_norm, "samples_per_s": samples / train_s,
                 "tokens_per_s": tokens / train_s, "elapsed_s": time.perf_counter() - started,
-                "eta_s": train_s / steps_run * (run.total_steps - step),
+                "eta_s": eta_seconds(run, step, train_s / steps_run, scoring, samples / train_s),
             })
             cancelled = answer is True or answer == "stop"
             end_of_epoch = step % run.steps_per_epoch == 0
             due = (step % config.eval_every == 0) if config.eval_every else end_of_epoch
             if len(run.validation) and (due or step == run.total_steps) and not cancelled:
+                tick = time.perf_counter()
                 validation.append(validate(run, step))
+                scoring.add(time.perf_counter() - tick, len(run.validation))
                 best.consider(validation[-1])
                 emit(validation[-1])
             if cancelled or (config.checkpoint_every and step % config.checkpoint_every == 0 and step < run.total_steps):

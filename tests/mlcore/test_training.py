@@ -310,3 +310,23 @@ def test_without_keep_best_the_run_keeps_its_last_weights(tmp_path, small_datase
     assert result.best_validation is None
     reloaded = prepare(tiny_config(continue_from=str(tmp_path)), small_dataset)
     assert validate(reloaded, 0)["loss"] == pytest.approx(result.validation[-1]["loss"], rel=1e-5)
+
+
+def test_the_eta_counts_the_validation_passes_and_the_final_scoring_still_due():
+    from types import SimpleNamespace
+
+    from mlcore.train import ScoringPace, eta_seconds, validation_steps_left
+
+    run = SimpleNamespace(config=SimpleNamespace(eval_every=0, zero_shot=True), validation=[0] * 20, test=[0] * 30,
+                          total_steps=10, steps_per_epoch=5)
+    assert validation_steps_left(run, 1) == 2  # the ends of both epochs
+    assert validation_steps_left(run, 5) == 2  # step 5's own pass runs after its step event
+    assert validation_steps_left(run, 6) == 1
+    pace = ScoringPace()
+    pace.add(4.0, 20)  # one pass measured: 0.2 s per example
+    # 9 steps of 2 s, then 2 passes of 20 examples and the test split twice (fine-tuned and zero-shot).
+    assert eta_seconds(run, 1, 2.0, pace, 8.0) == pytest.approx(9 * 2.0 + 0.2 * (2 * 20 + 2 * 30))
+    # Before any pass is measured, a scored example costs a third of a trained one.
+    assert eta_seconds(run, 1, 2.0, ScoringPace(), 8.0) == pytest.approx(18 + (100 / 24))
+    run.config.eval_every = 3
+    assert validation_steps_left(run, 1) == 4  # steps 3, 6, 9 and the last
