@@ -166,3 +166,36 @@ def test_the_results_page_shows_the_judges_verdict_and_never_a_500_on_failure(ju
     assert response.status_code == 200
     page = response.content.decode()
     assert "The judge is unavailable right now" in page and "Grade my answer" in page
+
+
+def test_the_judge_reserves_its_calls_before_making_them_and_gives_back_unused_ones(judge_on, owner, make_question,
+                                                                                   settings):
+    from ops import limits
+    from quiz import judge
+
+    settings.JUDGE_RATE_PER_HOUR = 3
+    seen = []
+
+    def responder(request):
+        # What the user's hourly count was when this call arrived: both calls already reserved.
+        seen.append(limits.peek(f"judge:user:{owner.pk}", limit=3, window_s=3600).used)
+        return verdict(True, True, True)
+
+    judge_on.responder = responder
+    answers = grade_open(owner, make_question, count=2)
+    assert seen == [2, 2]
+    assert all(a.method == Answer.Method.JUDGE for a in answers)
+    reservation = judge.judge_reserve(user=owner, wanted=5)
+    assert reservation.granted == 1  # 3 an hour, 2 spent
+    judge.judge_settle(reservation, used=0)
+    assert judge.judge_reserve(user=owner, wanted=5).granted == 1  # the unused one came back
+
+
+def test_without_the_quota_counter_answers_are_self_graded_and_nothing_is_called(judge_on, owner, make_question,
+                                                                                settings):
+    from scripts.redis_server import free_port
+
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # Redis down: no count, no paid call
+    [answer] = grade_open(owner, make_question)
+    assert answer.method == Answer.Method.SELF_PENDING and "quota counter is unavailable" in answer.note
+    assert judge_on.requests == []
