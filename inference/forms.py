@@ -79,6 +79,12 @@ class PlaygroundForm(forms.Form):
         empty = [i for i, text in enumerate(texts) if not text]
         if empty:
             raise forms.ValidationError(f"Row {empty[0] + 1 + has_header} of the file has an empty text.")
+        from inference.services import text_problem
+
+        for i, text in enumerate(texts):
+            problem = text_problem(text)
+            if problem:  # a NUL: UTF-8 decoding already refused surrogates
+                raise forms.ValidationError(f"Row {i + 1 + has_header} of the file {problem}.")
         return texts
 
 

@@ -155,6 +155,24 @@ def test_the_playground_shares_the_learners_text_allowance_with_the_api(owner_cl
     assert "5 texts per minute per learner" in refused.content.decode()
 
 
+@pytest.mark.parametrize("text, words", [("nul \x00 here", "Null characters are not allowed"),
+                                         (["a", "list"], None)])
+def test_a_malformed_playground_field_is_a_400_in_place(owner_client, run, text, words):
+    response = owner_client.post("/playground/", {"target": f"run-{run.pk}", "text": text})
+    if words:
+        assert response.status_code == 400 and words in response.content.decode()
+    else:  # a repeated field: the form takes the last value, a string, like any form
+        assert response.status_code == 200
+
+
+def test_a_csv_with_a_nul_names_its_row(owner_client, run):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    upload = SimpleUploadedFile("r.csv", b"text\nfine\nbad \x00 row\n", content_type="text/csv")
+    response = owner_client.post("/playground/", {"target": f"run-{run.pk}", "csv_file": upload})
+    assert response.status_code == 400 and "Row 3 of the file contains a NUL" in response.content.decode()
+
+
 def test_the_playground_refuses_when_the_limiter_is_down(owner_client, run, settings):
     from scripts.redis_server import free_port
 
