@@ -36,6 +36,27 @@ def field_label(name: str) -> str:
 # --- labs ------------------------------------------------------------------------------------
 
 
+def lab_durations(lab: Lab) -> dict:
+    """How long this lab's finished runs took on this server (start to results), measured rather
+    than promised: the median and range of the latest 20, or n=0 when none has finished yet."""
+    rows = (Run.objects.filter(lab=lab, status=Run.Status.SUCCEEDED, started_at__isnull=False, finished_at__isnull=False)
+            .order_by("-finished_at").values_list("started_at", "finished_at")[:20])
+    seconds = sorted((finished - started).total_seconds() for started, finished in rows)
+    if not seconds:
+        return {"n": 0}
+    return {"n": len(seconds), "median": human_duration(seconds[len(seconds) // 2]),
+            "fastest": human_duration(seconds[0]), "slowest": human_duration(seconds[-1])}
+
+
+def human_duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
 def lab_questions(lab: Lab) -> list[dict]:
     """The questions this lab answers: those the lab file names, then every question whose
     `lab:` is this lab. Empty when the quiz app (or its tables) is not there."""

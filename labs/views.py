@@ -25,7 +25,7 @@ def lab_detail(request, slug: str):
     recent = Run.objects.filter(lab=lab, owner=request.user)[:10] if request.user.is_authenticated else []
     return render(request, "labs/lab_detail.html", {
         "lab": lab, "questions": presenters.lab_questions(lab), "recent_runs": recent,
-        "preset_rows": presenters.config_rows(lab.preset),
+        "preset_rows": presenters.config_rows(lab.preset), "durations": presenters.lab_durations(lab),
     })
 
 

@@ -4,8 +4,21 @@
 // on load and whenever htmx or run-live.js inserts new ones (TunelabCharts.drawAll).
 (function () {
   const COLORS = ["#1e88e5", "#e53935", "#43a047", "#fb8c00", "#8e24aa", "#00897b", "#6d4c41", "#3949ab"];
-  const width = (el) => Math.max(320, el.clientWidth || 640);
+  const width = (el) => Math.max(260, el.clientWidth || 640);
   const linear = { x: { time: false } };
+
+  // Charts follow their box's width (a phone turned, a window resized): uPlot draws at a fixed size.
+  function fit(plot, el) {
+    if (!window.ResizeObserver) return plot;
+    let last = el.clientWidth;
+    new ResizeObserver(() => {
+      if (el.clientWidth && el.clientWidth !== last) {
+        last = el.clientWidth;
+        plot.setSize({ width: width(el), height: plot.height });
+      }
+    }).observe(el);
+    return plot;
+  }
 
   // A run's curves: training loss at every step, validation loss where it ran.
   function loss(el) {
@@ -20,7 +33,7 @@
       el.dataset.points = String(train.size + validation.size);
       if (plot) { plot.setData(data); return; }
       el.replaceChildren();
-      plot = new uPlot({
+      plot = fit(new uPlot({
         width: width(el), height: 260, scales: linear,
         series: [
           { label: "step" },
@@ -28,7 +41,7 @@
           { label: "validation loss", stroke: COLORS[1], spanGaps: true, points: { show: true, size: 7 } },
         ],
         axes: [{ label: "step" }, { label: "loss" }],
-      }, data, el);
+      }, data, el), el);
     }
     // Many events can arrive at once (a replay): draw at most once per frame.
     const schedule = () => { if (!pending) { pending = true; requestAnimationFrame(draw); } };
@@ -45,17 +58,17 @@
     const tables = withData.map((r) => [r.train.map((p) => p[0]), r.train.map((p) => p[1])]);
     const data = uPlot.join(tables);
     el.replaceChildren();
-    new uPlot({
+    fit(new uPlot({
       width: width(el), height: 280, scales: linear,
       series: [{ label: "step" }, ...withData.map((r, i) => ({ label: r.name, stroke: COLORS[i % COLORS.length], spanGaps: true }))],
       axes: [{ label: "step" }, { label: "training loss" }],
-    }, data, el);
+    }, data, el), el);
   }
 
   // A sweep: accuracy and macro-F1 against the swept value.
   function sweep(el, points, xLabel) {
     el.replaceChildren();
-    new uPlot({
+    fit(new uPlot({
       width: width(el), height: 240, scales: { x: { time: false }, y: { range: [0, 1] } },
       series: [
         { label: xLabel },
@@ -63,7 +76,7 @@
         { label: "macro-F1", stroke: COLORS[2], points: { show: true, size: 8 } },
       ],
       axes: [{ label: xLabel }, { label: "test metric" }],
-    }, [points.map((p) => p.x), points.map((p) => p.accuracy), points.map((p) => p.macro_f1)], el);
+    }, [points.map((p) => p.x), points.map((p) => p.accuracy), points.map((p) => p.macro_f1)], el), el);
   }
 
   function drawAll(root) {

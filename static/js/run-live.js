@@ -9,6 +9,7 @@
   const FINAL = ["succeeded", "failed", "cancelled"];
   const chart = TunelabCharts.loss($("loss-chart"));
   const log = $("run-log");
+  let finished = null; // the final status, once seen
   log.replaceChildren(); // rebuilt from the replay, which starts at the first event
 
   const clock = (s) => {
@@ -32,7 +33,13 @@
     badge.textContent = status;
     badge.dataset.status = status;
     badge.className = `status status-${status}`;
-    if (FINAL.includes(status)) $("cancel-form")?.remove();
+    if (FINAL.includes(status)) {
+      // The run is over: nothing is live any more, and a heartbeat time would only look stale.
+      finished = status;
+      $("cancel-form")?.remove();
+      $("run-heartbeat")?.remove();
+      $("run-connection").textContent = `${status}: the run has ended, nothing more will arrive`;
+    }
     if (error) { $("run-error").textContent = error; $("run-error").hidden = false; }
   }
 
@@ -73,6 +80,6 @@
   openEventStream(root.dataset.streamUrl, {
     onEvent,
     onEnd: showResults,
-    onStatus: (state) => { $("run-connection").textContent = states[state] || state; },
+    onStatus: (state) => { if (!finished) $("run-connection").textContent = states[state] || state; },
   });
 })();

@@ -2,6 +2,7 @@
 page. Every test saves screenshots into var/screenshots/."""
 
 import re
+import threading
 
 import pytest
 
@@ -29,3 +30,56 @@ def test_compare_with_one_run_offers_a_picker(live_server, page, transactional_d
     page.wait_for_url(re.compile(r"/labs/compare/\?id="))
     assert page.locator("#compare-picker").count() == 0
     assert "r=16" in page.locator("main").inner_text()
+
+
+def test_the_lab_page_states_measured_durations_not_promises(live_server, page, transactional_db, client, owner,
+                                                             labs, screenshot):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    lab = labs.get(slug="sentiment-lora")
+    page.goto(f"{live_server.url}{lab.get_absolute_url()}")
+    assert "few minutes" not in page.locator("main").inner_text()
+    assert "No run of this lab has finished on this server yet" in page.locator("#lab-durations").inner_text()
+    now = timezone.now()
+    for seconds in (544, 600, 618):
+        make_run(owner, lab=lab, status=Run.Status.SUCCEEDED, started_at=now - timedelta(seconds=seconds), finished_at=now)
+    log_in_browser(page, client, owner, live_server.url)
+    page.goto(f"{live_server.url}{lab.get_absolute_url()}")
+    assert page.locator("#lab-durations").inner_text().startswith(
+        "On this server, 3 finished runs of this lab took 10 min 0 s (median; 9 min 4 s to 10 min 18 s)")
+    screenshot(page, "labs-lab-detail")
+
+
+def test_the_live_badge_turns_into_finished_when_the_run_ends(tmp_path, page, transactional_db, client, owner,
+                                                               screenshot):
+    from django.utils import timezone
+
+    from labs.services import event_append
+    from tests.servers import daphne_server
+
+    run = make_run(owner, status=Run.Status.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now())
+    event_append(run_id=run.pk, type="status", payload={"status": "running", "message": "Started."}, notify=False)
+    event_append(run_id=run.pk, type="step", payload={"step": 1, "total_steps": 4, "loss": 1.2, "elapsed_s": 3.0,
+                                                       "eta_s": 95.0, "samples_per_s": 2.5}, notify=False)
+    with daphne_server(tmp_path) as address:
+        base = f"http://{address}"
+        log_in_browser(page, client, owner, base)
+        page.goto(f"{base}/labs/runs/{run.pk}/")
+        page.locator("#run-connection").get_by_text("live").wait_for()
+        assert "ETA 1:35" in page.locator("#run-progress-text").inner_text()
+        assert page.locator("#run-heartbeat").count() == 1
+        screenshot(page, "labs-run-live")
+
+        def finish():  # what the worker does; in a thread: Playwright's event loop owns this one
+            Run.objects.filter(pk=run.pk).update(status=Run.Status.SUCCEEDED, finished_at=timezone.now())
+            event_append(run_id=run.pk, type="status", payload={"status": "succeeded", "message": "Finished."})
+
+        worker = threading.Thread(target=finish)
+        worker.start()
+        worker.join()
+        page.locator("#run-status[data-status=succeeded]").wait_for()
+        page.wait_for_function("!document.getElementById('run-connection').textContent.includes('live')")
+        assert page.locator("#run-connection").inner_text().startswith("succeeded: the run has ended")
+        assert page.locator("#run-heartbeat").count() == 0
