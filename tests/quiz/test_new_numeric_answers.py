@@ -84,6 +84,10 @@ FORMULAS = {
     "minhash-lsh-candidate-probability": (1 - (1 - 0.5 ** 5) ** 20, [20 * 0.5 ** 5, 0.5 ** 5]),
     # threshold (1/b)^(1/r) with b = 16, r = 8; wrong: roles of b and r swapped, 1/b
     "minhash-lsh-threshold": ((1 / 16) ** (1 / 8), [(1 / 8) ** (1 / 16), 1 / 16]),
+    # Cohen's kappa: (p_o - p_e) / (1 - p_e), p_e from pass rates 0.6 (human) and 0.7 (judge); wrong: raw agreement,
+    # chance agreement assumed to be 0.5
+    "judge-human-agreement-kappa": ((0.85 - (0.6 * 0.7 + 0.4 * 0.3)) / (1 - (0.6 * 0.7 + 0.4 * 0.3)),
+                                    [0.85, (0.85 - 0.5) / (1 - 0.5)]),
 }
 
 
@@ -134,6 +138,8 @@ ADDED = [
     "minhash-lsh-candidate-probability", "minhash-lsh-threshold", "logit-vs-sequence-distillation",
     "distillation-temperature-squared", "model-collapse-recursive-synthetic-data",
     "near-duplicate-detection-true-statements", "synthetic-data-pipeline-design", "teacher-solutions-what-to-keep",
+    "label-token-leading-space", "judge-human-agreement-kappa", "tensor-parallel-kv-heads", "dpo-reference-model-with-lora",
+    "dpo-or-grpo-choice",
 ]
 
 
