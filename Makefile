@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: run test setup lint browser bench bench-train bench-infer clean-var
+.PHONY: run dev test setup lint browser bench bench-train bench-infer bench-gguf llama-cpp clean-var
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,12 +25,32 @@ $(VENV)/.bench-deps: requirements-bench.txt $(VENV)/.deps
 	$(PIP) install -r requirements-bench.txt
 	touch $@
 
+# llama.cpp (llama-cpp-python) from its source distribution, once: CPU only, tuned to this
+# machine, without the examples, tools, server and tests (~20 min on 2 cores).
+LLAMA_CPP_CMAKE_ARGS ?= -DGGML_NATIVE=ON -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF \
+	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=OFF \
+	-DLLAMA_CURL=OFF -DLLAVA_BUILD=OFF
+$(VENV)/.llama-cpp: requirements-llamacpp.txt $(VENV)/.deps
+	CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" nice -n 10 $(PIP) install --no-binary llama-cpp-python -r requirements-llamacpp.txt
+	touch $@
+
+llama-cpp: $(VENV)/.llama-cpp
+
+bench-gguf: $(VENV)/.llama-cpp setup
+	$(PY) bench/gguf_bench.py
+
 setup: $(VENV)/.deps
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py setup_site
+	$(PY) manage.py collectstatic --noinput -v 0
 
+# Production-like on this machine: DEBUG off, static files collected and served by WhiteNoise.
 run: setup
 	$(PY) scripts/runstack.py
+
+# Development: debug pages, static files from static/, and a web server that reloads on edits.
+dev: setup
+	DJANGO_DEBUG=true TUNELAB_DEV=true $(PY) scripts/runstack.py
 
 lint: $(VENV)/.dev-deps
 	$(VENV)/bin/ruff check .

@@ -38,7 +38,11 @@ STAGES = (("web", 15.0), ("workers", SHUTDOWN_GRACE_S), ("beat", 10.0))
 
 def commands(python: str, var: Path) -> dict[str, tuple[str, list[str]]]:
     """name -> (stage, argv)."""
-    procs = {"web": ("web", [python, "-m", "daphne", "-b", HOST, "-p", str(PORT), "config.asgi:application"])}
+    web = [python, "-m", "daphne", "-b", HOST, "-p", str(PORT), "config.asgi:application"]
+    if os.environ.get("TUNELAB_DEV", "").strip().lower() in ("1", "true", "yes", "on"):
+        # `make dev`: Daphne's runserver, which reloads on code changes (with DJANGO_DEBUG=true).
+        web = [python, "manage.py", "runserver", f"{HOST}:{PORT}"]
+    procs = {"web": ("web", web)}
     # One worker process per GPU, one job at a time each, and a fresh child per job, so a
     # crashed or leaking training run cannot poison the next.
     for i in range(1, GPU_WORKERS + 1):
