@@ -8,6 +8,7 @@ import tempfile
 import zipfile
 
 from django.apps import apps
+from django.conf import settings
 from django.db import DatabaseError
 from django.db.models import Q
 from django.template.loader import select_template
@@ -16,6 +17,7 @@ from labs.models import Lab, Run
 from mlcore.train import Setting, config_fields
 
 LOG_TAIL = 40
+PREDICTIONS_PER_PAGE = 100
 # Files of a run's artifact folder that make up the downloadable adapter.
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "train_config.json", "labels.json", "metrics.json")
 # Rows of the results tables: TrainConfig's shown settings (labels and wording from their
@@ -127,11 +129,34 @@ def run_context(run: Run) -> dict:
 
 
 def curves(run: Run) -> dict:
-    """Loss curves from the run's events: {"train": [[step, loss]], "validation": [[step, loss, acc]]}."""
+    """Loss curves from the run's events: {"train": [[step, loss]], "validation": [[step, loss, acc]]}.
+
+    New runs record at most RUN_MAX_STEP_EVENTS steps; older, longer ones are thinned here, so
+    a page embeds at most that many points per curve."""
     rows = run.events.filter(type__in=("step", "eval")).order_by("seq").values_list("type", "payload")
     train = [[p["step"], p["loss"]] for kind, p in rows if kind == "step"]
     validation = [[p["step"], p["loss"], p.get("accuracy")] for kind, p in rows if kind == "eval"]
-    return {"train": train, "validation": validation}
+    return {"train": thin(train, settings.RUN_MAX_STEP_EVENTS), "validation": thin(validation, settings.RUN_MAX_STEP_EVENTS)}
+
+
+def thin(points: list, limit: int) -> list:
+    """Every k-th point (and the last) so that at most about `limit` remain."""
+    if len(points) <= limit:
+        return points
+    stride = -(-len(points) // limit)
+    return points[::stride] + ([points[-1]] if (len(points) - 1) % stride else [])
+
+
+def predictions_page(request, predictions: list) -> dict:
+    """One page of the test predictions (an upload's test split can hold ~1,000 long reviews)."""
+    pages = max(1, -(-len(predictions) // PREDICTIONS_PER_PAGE))
+    try:
+        page = min(max(1, int(request.GET.get("page", 1))), pages)
+    except ValueError:
+        page = 1
+    start = (page - 1) * PREDICTIONS_PER_PAGE
+    return {"predictions": predictions[start:start + PREDICTIONS_PER_PAGE], "page": page, "pages": pages,
+            "first_shown": start + 1 if predictions else 0, "last_shown": min(start + PREDICTIONS_PER_PAGE, len(predictions))}
 
 
 def results_context(request, run: Run) -> dict:
@@ -151,11 +176,12 @@ def results_context(request, run: Run) -> dict:
         ],
         "confusion": confusion_rows(test),
         "zero_shot_confusion": confusion_rows(zero),
-        "predictions": predictions,
+        **predictions_page(request, predictions),
+        "n_shown": len(predictions),
         "errors_only": errors_only,
         "n_errors": sum(1 for p in run.predictions if not p.get("correct")),
         "curves": curves(run),
-        "token_view": [dict(row, shown=_visible_token(row["token"])) for row in run.token_view],
+        "token_view": token_view_rows(run.token_view),
         "can_download": run.has_adapter,
         "inference_section": select_template(["inference/_run_results_section.html", "labs/_no_inference_section.html"]),
     }
@@ -172,6 +198,16 @@ def confusion_rows(metrics: dict) -> list[dict]:
         }
         for label, counts in zip(labels, matrix, strict=True)
     ]
+
+
+def token_view_rows(rows: list[dict], head: int = 160, tail: int = 96) -> list[dict]:
+    """The example token by token; a long one (max_length allows 8,192) keeps its start and its
+    end, where the answer is, with one marker for the tokens left out."""
+    shown = [dict(row, shown=_visible_token(row["token"])) for row in rows]
+    if len(shown) <= head + tail + 1:
+        return shown
+    gap = {"id": "", "supervised": False, "shown": f" … {len(shown) - head - tail:,} more tokens … "}
+    return shown[:head] + [gap] + shown[-tail:]
 
 
 def _visible_token(token: str) -> str:

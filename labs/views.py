@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from labs import presenters
-from labs.access import get_group_for_user, get_run_for_user
+from labs.access import get_group_for_user, get_run_for_user, visible_to
 from labs.forms import RunForm, initial_from_config
 from labs.models import Lab, Run
 from labs.scheduling import queue_available
@@ -135,7 +135,7 @@ def run_download(request, pk: int):
 @login_required
 def group_detail(request, pk: int):
     group = get_group_for_user(request.user, pk)
-    runs = list(group.runs.select_related("lab").order_by("pk"))
+    runs = list(group.runs.select_related("lab").defer("predictions", "token_view").order_by("pk"))
     context = {"group": group, **presenters.compare_context(runs, sweep=group.sweep)}
     template = "labs/_group_runs.html" if request.htmx else "labs/group_detail.html"
     return render(request, template, context)
@@ -155,8 +155,13 @@ def compare(request):
         note = "" if not ids else (f"Pick at least one more run to compare with run {ids[0]}." if len(ids) == 1
                                    else f"Pick at most {MAX_COMPARE} runs.")
         return _compare_picker(request, ids, note)
-    # Every id goes through the one access helper: a run you may not see is a 404, not a gap.
-    runs = [get_run_for_user(request.user, pk) for pk in ids]
+    # Every id goes through the one access rule: a run you may not see is a 404, not a gap. The
+    # predictions and token view (up to ~1 MB a run) are not compared: left in the database.
+    found = visible_to(request.user, Run.objects.select_related("lab", "group").defer("predictions", "token_view"))
+    found = {run.pk: run for run in found.filter(pk__in=ids)}
+    if len(found) != len(ids):
+        raise Http404("No such run.")
+    runs = [found[pk] for pk in ids]
     groups = {run.group_id for run in runs}
     sweep = runs[0].group.sweep if len(groups) == 1 and runs[0].group else ""
     return render(request, "labs/compare.html", presenters.compare_context(runs, sweep=sweep))
