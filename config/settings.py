@@ -169,7 +169,6 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
-MEDIA_ROOT = VAR_DIR / "media"
 # Run artifacts (adapters, metrics); a shared volume when workers run on other hosts.
 ARTIFACTS_DIR = Path(env_str("TUNELAB_ARTIFACTS_DIR", str(VAR_DIR / "runs")))
 

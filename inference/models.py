@@ -101,7 +101,3 @@ class BaselineResult(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.run_id} {self.method} ({self.status})"
-
-    @property
-    def is_done(self) -> bool:
-        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED, self.Status.SKIPPED)

@@ -223,10 +223,6 @@ class Answer(models.Model):
     def is_answered(self) -> bool:
         return bool(self.text.strip() or self.selected)
 
-    @property
-    def is_graded(self) -> bool:
-        return self.score is not None
-
 
 class PracticeCardQuerySet(models.QuerySet):
     def due_by(self, when: datetime):
