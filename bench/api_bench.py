@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     port = free_port()
     env = {
         "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}", "REDIS_URL": redis.url, "TUNELAB_ARTIFACTS_DIR": str(tmp / "runs"),
-        "TUNELAB_API_RATE_PER_MINUTE": "1000000", "TUNELAB_INFERENCE_THREADS": str(args.threads), "DJANGO_DEBUG": "true",
+        "TUNELAB_TEXTS_PER_MINUTE": "1000000", "TUNELAB_INFERENCE_THREADS": str(args.threads), "DJANGO_DEBUG": "true",
         "TUNELAB_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1",
     }
     server = None
