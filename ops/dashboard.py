@@ -7,7 +7,7 @@ from __future__ import annotations
 def learner_home(*, user) -> dict:
     from labs.models import Lab, Run
     from quiz.models import Attempt
-    from quiz.services import practice_summary
+    from quiz.selectors import practice_summary
 
     last_quiz = (Attempt.objects.filter(user=user).exclude(state=Attempt.State.IN_PROGRESS)
                  .order_by("-submitted_at", "-id").first())

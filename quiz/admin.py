@@ -12,7 +12,7 @@ from content.markdown import render_markdown
 from labs.catalog import lab_slugs
 from quiz.bank import BankError, validate_choices
 from quiz.models import Answer, Attempt, Choice, JudgeCall, PracticeCard, Question, QuestionRevision, Quiz, QuizItem
-from quiz.services import question_canonical
+from quiz.selectors import question_canonical
 from quiz.vocab import TOPICS, Kind, Status, topic_label
 
 # The review workflow: a draft goes to review before it can be published; unpublishing is always allowed.

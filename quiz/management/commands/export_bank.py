@@ -6,7 +6,8 @@ import yaml
 from django.core.management.base import BaseCommand
 
 from quiz.bank import BANK_DIR, CURATED_FILE
-from quiz.services import bank_export, curated_export
+from quiz.selectors import curated_export
+from quiz.services import bank_export
 
 
 class Command(BaseCommand):

@@ -1,0 +1,93 @@
+"""Read-only quiz queries: what pages and exports show. Nothing here writes; work that writes
+lives in quiz.services."""
+
+from datetime import datetime, timedelta
+
+from django.db.models import Avg, Count
+from django.utils import timezone
+
+from quiz.models import Answer, PracticeCard, Question, Quiz
+from quiz.vocab import TOPICS, topic_label
+
+# Fields of a question that the bank files hold, besides its slug and choices.
+QUESTION_FIELDS = ("title", "kind", "difficulty", "topics", "very_often", "lab", "status", "hint", "rubric",
+                   "prompt", "answer", "numeric_answer", "tolerance", "unit")
+
+
+# --- the bank ----------------------------------------------------------------------------------
+
+def question_canonical(question: Question) -> dict:
+    """The DB row in the same shape as QuestionData.canonical(), to compare and to export."""
+    data = {"slug": question.slug, **{name: getattr(question, name) for name in QUESTION_FIELDS}}
+    data["topics"], data["rubric"] = list(question.topics), list(question.rubric)
+    data["choices"] = [{"text": c.text, "correct": c.correct, "explanation": c.explanation}
+                       for c in question.choices.all()]
+    return data
+
+
+def curated_export() -> list[dict]:
+    quizzes = []
+    for quiz in Quiz.objects.prefetch_related("items__question").order_by("slug"):
+        item = {"slug": quiz.slug, "title": quiz.title}
+        if quiz.description:
+            item["description"] = quiz.description
+        if quiz.time_limit_minutes:
+            item["time_limit_minutes"] = quiz.time_limit_minutes
+        item["questions"] = [i.question.slug for i in quiz.items.all()]
+        quizzes.append(item)
+    return quizzes
+
+
+# --- practice and progress -----------------------------------------------------------------------
+
+def end_of_day(day_offset: int = 0) -> datetime:
+    now = timezone.localtime()
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight + timedelta(days=day_offset + 1)
+
+
+def practice_next(*, user) -> PracticeCard | None:
+    """The most overdue card whose time has come (learning steps reappear minutes later)."""
+    return (PracticeCard.objects.for_learners().filter(user=user).due_by(timezone.now())
+            .select_related("question").order_by("due", "id").first())
+
+
+def practice_summary(*, user) -> dict:
+    cards = PracticeCard.objects.for_learners().filter(user=user)
+    now = timezone.now()
+    upcoming = cards.filter(due__gt=now, due__lte=end_of_day()).order_by("due").first()
+    return {
+        "due_now": cards.due_by(now).count(),
+        "due_today": cards.due_by(end_of_day()).count(),
+        "due_tomorrow": cards.due_by(end_of_day(1)).count(),
+        "next_due": upcoming.due if upcoming else None,
+        "total": cards.count(),
+        "mastered": cards.mastered().count(),
+    }
+
+
+def progress_by_topic(*, user) -> list[dict]:
+    """Per topic: questions, cards seen, due today, mastered, and accuracy over graded quiz answers."""
+    questions = list(Question.objects.published().values("id", "topics"))
+    cards = {c["question_id"]: c for c in PracticeCard.objects.for_learners().filter(user=user).values(
+        "question_id", "due", "state", "stability")}
+    scores = {row["question_id"]: (row["avg"], row["n"]) for row in Answer.objects.filter(
+        attempt__user=user, score__isnull=False).values("question_id").annotate(avg=Avg("score"), n=Count("id"))}
+    due_limit, rows = end_of_day(), []
+    for topic in TOPICS:
+        ids = [q["id"] for q in questions if topic in q["topics"]]
+        if not ids:
+            continue
+        seen = [cards[i] for i in ids if i in cards]
+        mastered = sum(1 for c in seen if PracticeCard(state=c["state"], stability=c["stability"]).is_mastered)
+        graded = [scores[i] for i in ids if i in scores]
+        answered = sum(n for _, n in graded)
+        accuracy = sum(avg * n for avg, n in graded) / answered if answered else None
+        total = len(ids)
+        rows.append({
+            "topic": topic, "label": topic_label(topic), "questions": total, "seen": len(seen),
+            "due": sum(1 for c in seen if c["due"] <= due_limit), "mastered": mastered, "answered": answered,
+            "accuracy": accuracy,
+            "pct_mastered": round(100 * mastered / total), "pct_learning": round(100 * (len(seen) - mastered) / total),
+        })
+    return rows
