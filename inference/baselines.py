@@ -274,8 +274,12 @@ def comparison(run) -> dict:
         }
         if row and row.k:
             entry["title"] = f"{entry['title']} (k={row.k})"
-        if method == Method.FINETUNED and (row is None or row.macro_f1 is None) and run.test_metrics:
-            entry["fallback_macro_f1"] = run.test_metrics.get("macro_f1")  # from training, before any baseline
+        trained = {Method.FINETUNED: run.test_metrics, Method.ZERO_SHOT_LOCAL: run.zero_shot_metrics}.get(method)
+        if trained and (row is None or row.macro_f1 is None):
+            # Training already scored these two on the same test split: show those numbers, the
+            # same ones as the metrics table above, rather than "not run" beside them.
+            entry["from_training"] = {"macro_f1": trained.get("macro_f1"), "accuracy": trained.get("accuracy"),
+                                      "n": trained.get("n")}
         table.append(entry)
     busy = any(row.status in (Status.QUEUED, Status.RUNNING) for row in rows.values())
     return {"rows": table, "busy": busy, "api_configured": llm_configured(), "api_hint": API_ENV_HINT,

@@ -87,6 +87,12 @@ def page(browser):
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "var" / "screenshots"  # git-ignored; open the PNGs to review
 SCREENSHOT_WIDTHS = (1280, 390)
+# The outermost elements whose right edge passes the screen's: what to fix when a page is too wide.
+WIDEST_ELEMENTS = """width => [...document.querySelectorAll('body *')]
+  .filter(el => el.getBoundingClientRect().right > width + 1 && !el.closest('.table-scroll, .overflow-auto'))
+  .filter(el => !(el.parentElement && el.parentElement.getBoundingClientRect().right > width + 1))
+  .slice(0, 5).map(el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') +
+    (el.className && typeof el.className === 'string' ? '.' + el.className.trim().split(/\\s+/).join('.') : ''))"""
 
 
 @pytest.fixture
@@ -104,7 +110,9 @@ def screenshot():
             page.screenshot(path=str(path), full_page=True)
             paths.append(path)
             overflow = page.evaluate("document.documentElement.scrollWidth") - width
-            assert overflow <= 0, f"{name} is {overflow}px wider than a {width}px screen (see {path})"
+            if overflow > 0:
+                culprits = page.evaluate(WIDEST_ELEMENTS, width)
+                pytest.fail(f"{name} is {overflow}px wider than a {width}px screen (see {path}); widest: {culprits}")
         if before:
             page.set_viewport_size(before)
         return paths
