@@ -190,6 +190,16 @@ def test_v1_models_lists_my_finished_runs_and_the_base_models(client, make_run, 
     assert len([i for i in ids if i.startswith("run-")]) == 1
 
 
+def test_a_base_model_without_weights_is_not_listed_and_says_how_to_provide_it(client, bearer, monkeypatch,
+                                                                             tmp_path):
+    monkeypatch.setenv("TUNELAB_QWEN_PATH", str(tmp_path / "no-weights-here"))
+    ids = [m["id"] for m in client.get("/v1/models", **bearer).json()["data"]]
+    assert "smollm2-135m-instruct" in ids and "qwen2.5-0.5b-instruct" not in ids
+    response = post(client, "/api/classify", {"model": "qwen2.5-0.5b-instruct", "texts": ["Fine."]}, **bearer)
+    assert response.status_code == 503
+    assert "hf download Qwen/Qwen2.5-0.5B-Instruct" in response.json()["error"]["message"]
+
+
 def test_v1_chat_completions_answers_the_label_with_usage(client, run, bearer):
     messages = [{"role": "system", "content": "ignored"}, {"role": "user", "content": "an earlier turn"},
                 {"role": "assistant", "content": "positive"}, {"role": "user", "content": [{"type": "text", "text": "Broke."}]}]
