@@ -48,8 +48,10 @@ FORMULAS = {
                                    [zero_bytes_per_gpu(params=13e9, gpus=8, stage=s) / GB for s in (0, 2, 3)]),
     # (forward + recomputed forward + backward) / (forward + backward), backward = 2 x forward; wrong: 2x
     "gradient-checkpointing-step-time": ((1 + 1 + 2) / (1 + 2), [2.0, 1.5]),
+    # wrong: padded to a fixed 2,048, the real-token fraction instead of the padding fraction
     "padding-waste-fraction": (1 - sum([120, 340, 75, 512, 260, 90, 410, 185]) / (8 * 512),
-                               [1 - sum([120, 340, 75, 512, 260, 90, 410, 185]) / (8 * 2048)]),
+                               [1 - sum([120, 340, 75, 512, 260, 90, 410, 185]) / (8 * 2048),
+                                sum([120, 340, 75, 512, 260, 90, 410, 185]) / (8 * 512)]),
     # Wald half-width 1.96 * sqrt(p(1-p)/n), p = 160/200; wrong: 90% z, no square root
     "accuracy-confidence-interval-200-examples": (1.96 * math.sqrt(0.8 * 0.2 / 200),
                                                   [1.645 * math.sqrt(0.8 * 0.2 / 200), 1.96 * 0.8 * 0.2 / 200]),
@@ -66,8 +68,11 @@ FORMULAS = {
     # 40 GiB budget / (per-token bytes * 4,096); wrong: 32 KV heads, K and V not both counted
     "kv-cache-concurrent-sequences": (40 * GIB // (LLAMA3_8B_KV * 4096),
                                       [40 * GIB // (LLAMA3_8B_KV * 4 * 4096), 40 * GIB // (LLAMA3_8B_KV // 2 * 4096)]),
-    # Leviathan et al.: (1 - alpha^(gamma+1)) / (1 - alpha); wrong: alpha * gamma, 1 + alpha * gamma
-    "speculative-decoding-expected-tokens": ((1 - 0.8 ** 5) / (1 - 0.8), [0.8 * 4, 1 + 0.8 * 4]),
+    # Leviathan et al.: (1 - alpha^(gamma+1)) / (1 - alpha); wrong: alpha * gamma, 1 + alpha * gamma,
+    # accepted draft tokens only (the target's own token left out), the series stopped at alpha^(gamma-1)
+    "speculative-decoding-expected-tokens": ((1 - 0.8 ** 5) / (1 - 0.8),
+                                             [0.8 * 4, 1 + 0.8 * 4, (1 - 0.8 ** 5) / (1 - 0.8) - 1,
+                                              (1 - 0.8 ** 4) / (1 - 0.8)]),
     # bandwidth / bytes of weights per token; wrong: 1 byte per parameter, GiB instead of GB
     "decode-speed-bandwidth-bound": (3.35e12 / (8e9 * 2), [3.35e12 / 8e9, 3.35e12 / (16 * GIB)]),
     # (4 + (16-bit scale + 16-bit zero point) / 128) bits x 70e9 / 8; wrong: no metadata, scale only
