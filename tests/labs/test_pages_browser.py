@@ -83,3 +83,14 @@ def test_the_live_badge_turns_into_finished_when_the_run_ends(tmp_path, page, tr
         page.wait_for_function("!document.getElementById('run-connection').textContent.includes('live')")
         assert page.locator("#run-connection").inner_text().startswith("succeeded: the run has ended")
         assert page.locator("#run-heartbeat").count() == 0
+
+
+def test_the_launch_form_offers_only_base_models_that_can_load_here(live_server, page, transactional_db, client,
+                                                                    owner, labs, monkeypatch, tmp_path, screenshot):
+    monkeypatch.setenv("TUNELAB_QWEN_PATH", str(tmp_path / "no-weights-here"))  # the live server is this process
+    log_in_browser(page, client, owner, live_server.url)
+    page.goto(f"{live_server.url}/labs/sentiment-lora/launch/")
+    offered = page.locator("#id_base_model option").evaluate_all("options => options.map(o => o.value)")
+    assert "smollm2-135m-instruct" in offered and "qwen2.5-0.5b-instruct" not in offered
+    assert "hf download Qwen/Qwen2.5-0.5B-Instruct" in page.locator("#launch-form").inner_text()
+    screenshot(page, "labs-launch")
