@@ -7,14 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from mlcore.classify import MAX_PADDING, Classifier, fusing_pays_on, length_groups, load_classifier, max_padding_for
-from mlcore.prompt import render_prompt
+from mlcore.prompt import pick_shots, render_prompt
 
 LABELS3 = ["positive", "negative", "neutral"]
 
 
-def brute_force_probs(model, tokenizer, text, labels, label_seqs):
+def brute_force_probs(model, tokenizer, text, labels, label_seqs, shots=()):
     """Score every label sequence with a plain full forward pass, no cache, no batching."""
-    prompt = tokenizer(render_prompt(tokenizer, text, labels), add_special_tokens=False)["input_ids"]
+    prompt = tokenizer(render_prompt(tokenizer, text, labels, shots), add_special_tokens=False)["input_ids"]
     scores = []
     for seq in label_seqs:
         with torch.no_grad():
@@ -67,6 +67,19 @@ def test_a_label_of_several_tokens_is_scored_as_a_whole_sequence(tiny_run, small
         for text, prediction in zip(texts, classifier.predict(texts, batch_size=5), strict=True):
             expected = brute_force_probs(classifier.model, classifier.tokenizer, text, classifier.labels, seqs)
             assert list(prediction.probs.values()) == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_k_shot_classifier_scores_exactly_the_k_shot_prompt(tiny_run, small_dataset):
+    # Labs' few-shot runs and the local few-shot baseline both classify this way.
+    result, _ = tiny_run
+    base = load_classifier(adapter_dir=result.out_dir, device="cpu")
+    shots = pick_shots(small_dataset.train, LABELS3, 4, seed=1)
+    classifier = Classifier(base.model, base.tokenizer, LABELS3, shots=shots)
+    texts = [e.text for e in small_dataset.test[:3]]
+    for text, prediction in zip(texts, classifier.predict(texts, batch_size=3), strict=True):
+        expected = brute_force_probs(base.model, base.tokenizer, text, LABELS3, classifier._label_seqs, shots)
+        assert list(prediction.probs.values()) == pytest.approx(expected, abs=1e-4)
+    assert [p.probs for p in classifier.predict(texts)] != [p.probs for p in base.predict(texts)]
 
 
 def test_merged_and_unmerged_adapters_predict_the_same(tiny_run, small_dataset):
