@@ -31,11 +31,13 @@ def test_a_learner_builds_takes_and_submits_a_five_question_quiz(live_server, pa
             page.fill("textarea[name=text]", "A and B are trained, the base stays frozen.")
         elif page.locator("input[name=text]").count():
             page.fill("input[name=text]", "1,000")  # wrong (64 is right): rated Again, due again in minutes
-        else:
+        else:  # choices are shuffled per attempt: pick the right ones by their text
             boxes = page.locator("input[name=choice]")
-            boxes.nth(0).check()
             if boxes.nth(0).get_attribute("type") == "checkbox":
-                boxes.nth(1).check()
+                page.get_by_label("right 1", exact=True).check()
+                page.get_by_label("right 2", exact=True).check()
+            else:
+                page.get_by_label("right", exact=True).check()
         # htmx autosaves on change: the status line confirms it before we move on.
         page.locator("#save-status").get_by_text("Saved").wait_for()
         assert Answer.objects.get(attempt=attempt, position=n).is_answered
