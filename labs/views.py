@@ -172,3 +172,43 @@ def _compare_picker(request, ticked: list[int], note: str, status: int = 200):
     return render(request, "labs/compare.html", {
         "picker": runs, "ticked": set(ticked), "note": note, "max_compare": MAX_COMPARE,
     }, status=status)
+
+
+# --- Download for llama.cpp / Ollama (labs.exports) -------------------------------------------
+
+
+def _run_with_adapter(request, pk: int) -> Run:
+    run = get_run_for_user(request.user, pk)
+    if not run.has_adapter:  # queued, running, failed, few-shot: nothing to export
+        raise Http404("This run has no trained adapter to export.")
+    return run
+
+
+@login_required
+def run_gguf(request, pk: int):
+    """GET: the download panel (htmx polls it while a build runs). POST quant=...: start a build."""
+    from labs import exports
+    from mlcore.gguf_export import ExportError
+
+    run = _run_with_adapter(request, pk)
+    error, status, quant = "", 200, request.POST.get("quant", "")
+    if request.method == "POST":
+        try:
+            exports.gguf_export_request(run=run, quant=quant)
+        except ExportError as exc:
+            error, status = f"quant: {exc}", 400
+        if not request.htmx and not error:
+            return redirect(f"{reverse('labs:results', args=[run.pk])}#gguf-export")
+    context = {"run": run, "gguf": exports.gguf_panel(run, error=error, selected=quant)}
+    return render(request, "labs/_gguf_export.html", context, status=status)
+
+
+@login_required
+def run_gguf_download(request, pk: int, quant: str):
+    from labs import exports
+
+    run = _run_with_adapter(request, pk)
+    path = exports.bundle_path(run, quant)
+    if exports.gguf_export_state(run=run, quant=quant).state != "ready":
+        raise Http404("This export has not been built; build it on the results page.")
+    return FileResponse(path.open("rb"), as_attachment=True, filename=path.name, content_type="application/zip")

@@ -287,6 +287,7 @@ def _write_atomic(out: Path, add_metadata, arrays: dict[str, tuple[np.ndarray, s
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would surprise whoever shares the file
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -430,6 +431,7 @@ def write_bundle(zip_path, gguf_path, *, tokenizer, labels, model_name: str) -> 
             zf.write(gguf_path, arcname=gguf_path.name, compress_type=zipfile.ZIP_STORED)
             zf.writestr("Modelfile", modelfile(gguf_path.name, tokenizer, labels), compress_type=zipfile.ZIP_DEFLATED)
             zf.writestr("README.md", bundle_readme(gguf_path.name, model_name, labels), compress_type=zipfile.ZIP_DEFLATED)
+        os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, zip_path)
     finally:
         Path(tmp_name).unlink(missing_ok=True)

@@ -1,6 +1,8 @@
-"""python manage.py classify --adapter DIR (--text "..." | --input FILE --output FILE).
+"""python manage.py classify (--adapter DIR | --gguf FILE) (--text "..." | --input FILE --output FILE).
 
-Only parses arguments and calls mlcore. Without --adapter the base model classifies zero-shot.
+Only parses arguments and calls mlcore. Without --adapter or --gguf the base model classifies
+zero-shot. --gguf checks an exported file: through llama.cpp when llama-cpp-python is installed,
+otherwise through transformers' GGUF loader (--backend picks one).
 """
 
 import json
@@ -14,6 +16,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--adapter", help="adapter directory written by finetune (or a lab run)")
         parser.add_argument("--base-model", help="base model (default: the adapter's, else smollm2-135m-instruct)")
+        parser.add_argument("--gguf", help="a .gguf file written by export_gguf, instead of --adapter")
+        parser.add_argument("--backend", default="auto", choices=["auto", "llama.cpp", "transformers"],
+                            help="with --gguf: the runtime that reads it (auto: llama.cpp when installed)")
         parser.add_argument("--text", help="classify this one text and print its JSON line")
         parser.add_argument("--input", help="JSONL with {\"text\"} per line, or CSV/TSV with a text column")
         parser.add_argument("--output", help="where to write the JSON lines (default: stdout)")
@@ -28,9 +33,16 @@ class Command(BaseCommand):
             raise CommandError("give either --text or --input")
         if options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1")
+        if options["gguf"] and (options["adapter"] or options["base_model"]):
+            raise CommandError("--gguf holds the whole model: leave out --adapter and --base-model")
         try:
             texts = [options["text"]] if options["text"] is not None else read_texts(options["input"])
-            classifier = load_classifier(options["base_model"], options["adapter"])
+            if options["gguf"]:
+                from mlcore.gguf_classify import load_gguf_classifier
+
+                classifier = load_gguf_classifier(options["gguf"], backend=options["backend"])
+            else:
+                classifier = load_classifier(options["base_model"], options["adapter"])
         except DatasetError as exc:
             raise CommandError(f"{options['input']}: {exc}") from exc
         except (FileNotFoundError, ModelNotAvailable, ValueError) as exc:
