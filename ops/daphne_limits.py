@@ -8,7 +8,7 @@ soon as the headers are in, and a body without one (chunked) is cut off at the l
 connection is then closed, so the rest is never read.
 
 Twisted hands the request its length in gotLength() and the body in handleContentChunk(),
-both public, documented hooks of twisted.web.http.Request; the path comes from the channel,
+both documented hooks of twisted.web.http.Request; the path comes from the channel,
 which has parsed the request line by then. installed() reports whether the hooks are in place
 (tests check it, so a Daphne/Twisted upgrade that moves them fails a test, not silently).
 """
@@ -53,6 +53,11 @@ def install() -> None:
     got_length, handle_chunk = WebRequest.gotLength, WebRequest.handleContentChunk
 
     def gotLength(self, length):
+        # Twisted would also parse form bodies into request.args, which Daphne never reads (it
+        # hands the application the raw body), and answers a malformed multipart body with a
+        # bare, header-less 400 before Django can say what is wrong: off (Twisted's own
+        # constructor option, parsePOSTFormSubmission).
+        self._parsePOSTFormSubmission = False
         self._tunelab_limit, self._tunelab_path = _limit_and_path(self)
         self._tunelab_received, self._tunelab_refused = 0, False
         if length is not None and length > self._tunelab_limit:
