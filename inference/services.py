@@ -133,7 +133,9 @@ def targets_for_user(user) -> list[Target]:
     # Everyone's list shows their own runs; staff may still serve anyone's run by id (target_for_run).
     runs = (Run.objects.visible_to(user).filter(owner=user, status=Run.Status.SUCCEEDED, mode=Run.Mode.FINETUNE)
             .select_related("lab").order_by("-created_at"))
-    return [_run_target(run) for run in runs[:100]] + [target_for_base(name) for name in base_model_names()]
+    bases = base_model_names()  # a run whose base model's weights are not here cannot load either
+    return ([_run_target(run) for run in runs[:100] if run.config.get("base_model") in bases]
+            + [target_for_base(name) for name in bases])
 
 
 def _run_target(run) -> Target:

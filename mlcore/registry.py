@@ -238,10 +238,7 @@ def _missing_message(name: str, path, exc) -> str:
     spec = get_spec(name)
     hint = ""
     if spec.source == "hub":
-        hint = (
-            f" Put the weights in the local Hugging Face cache (huggingface-cli download {spec.hub_id}) "
-            f"or set {spec.hub_env} to a directory holding them; tunelab never downloads at run time."
-        )
+        hint = " " + how_to_provide(name)
     return f"base model {name!r} is not available at {path}: {exc}.{hint}"
 
 

@@ -115,3 +115,21 @@ def test_only_models_that_can_load_here_are_offered(live_server, page, transacti
     assert "hf download Qwen/Qwen2.5-0.5B-Instruct" in page.locator(".missing-model").inner_text()
     assert not not_found, not_found  # the favicon included: no 404 on a page view
     screenshot(page, "playground")
+
+
+def test_a_model_that_cannot_load_answers_in_place(live_server, page, transactional_db, client, make_run, owner,
+                                                   monkeypatch, tmp_path):
+    monkeypatch.setenv("TUNELAB_QWEN_PATH", str(tmp_path / "no-weights-here"))
+    good = make_run(owner)
+    stranded = make_run(owner)  # trained on Qwen, whose weights have since left this machine
+    stranded.config = {**stranded.config, "base_model": "qwen2.5-0.5b-instruct"}
+    stranded.save(update_fields=["config"])
+    _log_in(page, client, owner, live_server.url)
+    page.goto(f"{live_server.url}/playground/?run={good.pk}")
+    offered = page.locator("#id_target option").evaluate_all("options => options.map(o => o.value)")
+    assert f"run-{stranded.pk}" not in offered  # not offered: it could not load
+    # An old bookmark or a second tab can still name it: the 503 says why, where the result would be.
+    page.locator("#id_target").evaluate(f"s => s.add(new Option('stale', 'run-{stranded.pk}', true, true))")
+    page.fill("#id_text", "Fine.")
+    page.click("#classify")
+    page.locator("#form-errors").get_by_text("hf download Qwen/Qwen2.5-0.5B-Instruct").wait_for()
