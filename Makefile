@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: run dev test setup lint browser bench bench-train bench-infer bench-gguf llama-cpp clean-var
+.PHONY: run dev test test-postgres postgres setup lint browser bench bench-train bench-infer bench-gguf llama-cpp clean-var
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,21 @@ browser:
 
 test: browser $(VENV)/.dev-deps lint
 	$(PY) -m pytest
+
+# The same suite against a real PostgreSQL server: a throwaway cluster under var/ on a free
+# loopback port (scripts/pg_test.sh), from Debian's postgresql package (installed as root when missing).
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else \
+	    echo "PostgreSQL is missing; install it with: sudo apt-get update && sudo apt-get install -y postgresql" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+test-postgres: browser postgres $(VENV)/.dev-deps
+	scripts/pg_test.sh $(PY) -m pytest
 
 bench: bench-train bench-infer
 

@@ -179,6 +179,7 @@ def run_cancel(*, run: Run, user) -> str:
             return "finished" if Run.objects.filter(pk=run.pk, status__in=Run.FINISHED).exists() else "stopping"
     if outcome == "cancelled":
         _settle_continuations(run.pk, succeeded=False)
+        dispatch_soon()  # if it had been sent, its gpu slot is free again
         if run.celery_task_id:
             # Revoking only saves the worker a wake-up: a revoke that is lost is harmless,
             # because the task finds the run cancelled and exits.

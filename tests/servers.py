@@ -31,6 +31,8 @@ def subprocess_env(**extra: str) -> dict:
     db = connection.settings_dict
     if db["ENGINE"].endswith("sqlite3"):
         env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    elif db["ENGINE"].endswith("postgresql"):  # `make test-postgres`: the test database, not DATABASE_URL's
+        env["DATABASE_URL"] = f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     env.update(extra)
     return env
 
