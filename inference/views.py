@@ -10,6 +10,7 @@ import asyncio
 import base64
 import csv
 import io
+import json
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -139,8 +140,9 @@ def example_targets(user) -> dict:
     if not targets:
         return {"example_model": "", "example_body": ""}
     first = targets[0]
-    name = f'"run": {first.run_id}' if first.run_id else f'"model": "{first.model_id}"'
-    return {"example_model": first.model_id, "example_body": name, "example_is_run": bool(first.run_id)}
+    body = {"run": first.run_id} if first.run_id else {"model": first.model_id}
+    body["texts"] = ["Arrived broken.", "Does the job."]
+    return {"example_model": first.model_id, "example_body": json.dumps(body), "example_is_run": bool(first.run_id)}
 
 
 @login_required

@@ -34,7 +34,7 @@ def test_the_python_example_runs_as_pasted_with_the_learners_own_run(server, pag
     screenshot(page, "account")
 
     curl = page.locator("#curl-example").inner_text()
-    assert f'"run": {run.pk},' in curl
+    assert f"""'{{"run": {run.pk}, "texts": [""" in curl
     script = page.locator("#python-example").inner_text()
     assert f'model="run-{run.pk}"' in script
     path = tmp_path / "example.py"
