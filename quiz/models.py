@@ -1,4 +1,4 @@
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
 from django.db import models
@@ -313,7 +313,3 @@ class JudgeCall(models.Model):
 
     def __str__(self):
         return f"{self.user} {self.outcome} {self.created_at:%Y-%m-%d %H:%M}"
-
-    @classmethod
-    def count_last_hour(cls, user) -> int:
-        return cls.objects.filter(user=user, created_at__gte=timezone.now() - timedelta(hours=1)).count()
