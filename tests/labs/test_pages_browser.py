@@ -70,6 +70,8 @@ def test_the_live_badge_turns_into_finished_when_the_run_ends(tmp_path, page, tr
         page.locator("#run-connection").get_by_text("live").wait_for()
         assert "ETA 1:35" in page.locator("#run-progress-text").inner_text()
         assert page.locator("#run-heartbeat").count() == 1
+        log, first = page.locator("#run-log").bounding_box(), page.locator("#run-log li").first.bounding_box()
+        assert first["y"] > log["y"] and first["y"] + first["height"] <= log["y"] + log["height"]  # not clipped
         screenshot(page, "labs-run-live")
 
         def finish():  # what the worker does; in a thread: Playwright's event loop owns this one
