@@ -48,8 +48,7 @@ def refusal(username: str, address: str) -> str | None:
     except limits.LimiterUnavailable:
         return UNAVAILABLE
     if account.retry_after_s:
-        return (f"Too many failed logins for this account: try again in {_wait(account.retry_after_s)}, "
-                "or reset your password.")
+        return f"Too many failed logins for this account: try again in {_wait(account.retry_after_s)}."
     if origin.retry_after_s:
         return f"Too many failed logins from your address: try again in {_wait(origin.retry_after_s)}."
     return None
