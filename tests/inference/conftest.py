@@ -104,15 +104,3 @@ def token(owner):
 @pytest.fixture
 def bearer(token):
     return {"HTTP_AUTHORIZATION": f"Bearer {token[1]}"}
-
-
-@pytest.fixture(autouse=True)
-def clear_rate_limits():
-    """Rate-limit windows live in the test Redis: start every test with none."""
-    import redis
-    from django.conf import settings
-
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    for key in client.scan_iter("tunelab:ratelimit:*"):
-        client.delete(key)
-    yield
