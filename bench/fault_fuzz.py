@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 ENDPOINTS = ("/api/classify", "/v1/chat/completions", "/v1/models")
 API_BODY_LIMIT = 200_000  # the server under test gets this TUNELAB_API_MAX_BODY_BYTES
+OVERSIZE_BYTES = 50_000_000  # promised by the oversize requests: over any sane limit, also a default server's
 
 
 # --- generated requests ---------------------------------------------------------------------
@@ -159,7 +160,7 @@ def _oversize(base_url: str, request: dict) -> tuple[int, str, bytes]:
     head = "".join(f"{k}: {v}\r\n" for k, v in request["headers"].items() if k.lower() != "authorization")
     auth = request["headers"].get("Authorization")
     head += f"Authorization: {auth}\r\n" if isinstance(auth, str) else ""
-    raw = (f"POST {request['path']} HTTP/1.1\r\nHost: {host}:{port}\r\n{head}Content-Length: {API_BODY_LIMIT * 10}\r\n"
+    raw = (f"POST {request['path']} HTTP/1.1\r\nHost: {host}:{port}\r\n{head}Content-Length: {OVERSIZE_BYTES}\r\n"
            "Connection: close\r\n\r\n").encode() + b'{"texts": ["' + b"x" * 4096
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         sock.sendall(raw)
