@@ -1,0 +1,132 @@
+"""The default lab end to end, this tree against an older commit, in one run.
+
+    .venv/bin/python bench/lab_bench.py                       # against 84d1e7a, on the CPU
+    .venv/bin/python bench/lab_bench.py --ref 84d1e7a --repeat 2 --json var/bench/lab.json
+    .venv/bin/python bench/lab_bench.py --device cuda --ref none   # this tree only, on a GPU
+
+What one run times, for each tree: a fresh Python process, as the lab's Celery worker child
+is, that imports the tree's mlcore, loads the default lab's preset from that tree's
+labs/catalog/01-sentiment-lora.md, and calls its mlcore.train.train() with zero_shot=True
+(the lab always scores the zero-shot baseline), on that tree's bundled data. Launch is the
+moment the parent starts the process; "results" is when the process has written the adapter,
+metrics.json and test_predictions.jsonl (all the results page reads) and exited; "first loss"
+is when train() reported its first step. Not included: the Celery queue hop and the page
+render (milliseconds against minutes).
+
+The reference runs from a git worktree under var/bench/ (made on first use) with the same
+virtualenv, so only the code, the preset and the data differ. Runs alternate reference /
+current, so load from other processes on a shared machine hits both alike; the table gives
+each run and the speed-up of the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_REF = "84d1e7a"  # the default lab before issue 12 (~510 s of training on 2 CPU cores)
+
+# Runs in the child with cwd = the tree; prints one JSON line. Only uses what every version of
+# mlcore has had: TrainConfig.from_dict, load_bundled, train(report=...).
+CHILD = r"""
+import json, sys, time
+launched = float(sys.argv[1])
+sys.path.insert(0, ".")
+import yaml
+from mlcore.data import load_bundled
+from mlcore.train import TrainConfig, train
+
+text = open("labs/catalog/01-sentiment-lora.md", encoding="utf-8").read()
+preset = yaml.safe_load(text.split("---")[1])["preset"]
+config = TrainConfig.from_dict({**preset, "zero_shot": True, "device": sys.argv[3] or None})
+first = []
+def report(event):
+    if event["type"] == "step" and not first:
+        first.append(time.time() - launched)
+result = train(config, load_bundled(config.dataset), sys.argv[2], report=report)
+print(json.dumps({
+    "first_loss_s": first[0], "train_s": result.train_s, "steps": result.steps,
+    "train_examples": len(load_bundled(config.dataset).train), "test_n": result.metrics["n"],
+    "macro_f1": result.metrics["macro_f1"], "accuracy": result.metrics["accuracy"],
+    "zero_shot_macro_f1": result.zero_shot["macro_f1"],
+    "best_step": (getattr(result, "best_validation", None) or {}).get("step"),
+}))
+"""
+
+
+def reference_tree(ref: str) -> Path:
+    """A worktree of `ref` under var/bench/, made on first use."""
+    tree = ROOT / "var" / "bench" / f"ref-{ref}"
+    if not (tree / "mlcore").exists():
+        tree.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), ref], cwd=ROOT, check=True)
+    return tree
+
+
+def run_lab(tree: Path, device: str) -> dict:
+    with tempfile.TemporaryDirectory(dir=ROOT / "var") as out:
+        launched = time.time()
+        # Both trees read base models from this checkout's var/models (no cache build is timed).
+        env = os.environ | {"TUNELAB_VAR_DIR": os.environ.get("TUNELAB_VAR_DIR") or str(ROOT / "var")}
+        proc = subprocess.run(
+            [sys.executable, "-c", CHILD, repr(launched), out, device], cwd=tree, capture_output=True, text=True, env=env
+        )
+        results_s = time.time() - launched
+    if proc.returncode != 0:
+        sys.exit(f"the lab failed in {tree}:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1]) | {"results_s": results_s}
+
+
+def table(rows: list[dict], ref: str | None) -> str:
+    lines = [
+        "| tree | run | launch to results s | first loss s | training s | steps | train / test reviews | "
+        "test macro-F1 | zero-shot macro-F1 | best step |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['tree']} | {row['run']} | {row['results_s']:.0f} | {row['first_loss_s']:.1f} | {row['train_s']:.0f} | "
+            f"{row['steps']} | {row['train_examples']} / {row['test_n']} | {row['macro_f1']:.3f} | "
+            f"{row['zero_shot_macro_f1']:.3f} | {row['best_step'] if row['best_step'] is not None else '-'} |"
+        )
+    if ref:
+        median = {t: statistics.median(r["results_s"] for r in rows if r["tree"] == t) for t in (ref, "current")}
+        lines.append(f"\nlaunch to results, medians: {ref} {median[ref]:.0f} s, current {median['current']:.0f} s: "
+                     f"**{median[ref] / median['current']:.2f}x**")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ref", default=DEFAULT_REF, help='commit to compare against ("none": this tree only)')
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each tree, alternating")
+    parser.add_argument("--device", default="", help='"cpu", "cuda" or empty (automatic, as the lab does)')
+    parser.add_argument("--json", help="also write the rows here")
+    args = parser.parse_args()
+    ref = None if args.ref == "none" else args.ref
+    trees = ([(ref, reference_tree(ref))] if ref else []) + [("current", ROOT)]
+    (ROOT / "var").mkdir(exist_ok=True)
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+    rows = []
+    for run in range(1, args.repeat + 1):
+        for name, tree in trees:
+            row = run_lab(tree, args.device) | {"tree": name, "run": run, "load": os.getloadavg()[0]}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    print(table(rows, ref))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
