@@ -16,7 +16,8 @@ render (milliseconds against minutes).
 The reference runs from a git worktree under var/bench/ (made on first use) with the same
 virtualenv, so only the code, the preset and the data differ. Runs alternate reference /
 current, so load from other processes on a shared machine hits both alike; the table gives
-each run and the speed-up of the medians.
+each run and the speed-up of the medians, in wall time and in CPU time (user + system, all
+threads of the child): on a machine shared with other work the CPU time is the steadier figure.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -73,6 +75,7 @@ def reference_tree(ref: str) -> Path:
 
 def run_lab(tree: Path, device: str) -> dict:
     with tempfile.TemporaryDirectory(dir=ROOT / "var") as out:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         launched = time.time()
         # Both trees read base models from this checkout's var/models (no cache build is timed).
         env = os.environ | {"TUNELAB_VAR_DIR": os.environ.get("TUNELAB_VAR_DIR") or str(ROOT / "var")}
@@ -80,27 +83,31 @@ def run_lab(tree: Path, device: str) -> dict:
             [sys.executable, "-c", CHILD, repr(launched), out, device], cwd=tree, capture_output=True, text=True, env=env
         )
         results_s = time.time() - launched
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         sys.exit(f"the lab failed in {tree}:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1]) | {"results_s": results_s}
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return json.loads(proc.stdout.strip().splitlines()[-1]) | {"results_s": results_s, "cpu_s": cpu_s}
 
 
 def table(rows: list[dict], ref: str | None) -> str:
     lines = [
-        "| tree | run | launch to results s | first loss s | training s | steps | train / test reviews | "
+        "| tree | run | launch to results s | CPU s | first loss s | training s | steps | train / test reviews | "
         "test macro-F1 | zero-shot macro-F1 | best step |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['tree']} | {row['run']} | {row['results_s']:.0f} | {row['first_loss_s']:.1f} | {row['train_s']:.0f} | "
+            f"| {row['tree']} | {row['run']} | {row['results_s']:.0f} | {row['cpu_s']:.0f} | {row['first_loss_s']:.1f} | "
+            f"{row['train_s']:.0f} | "
             f"{row['steps']} | {row['train_examples']} / {row['test_n']} | {row['macro_f1']:.3f} | "
             f"{row['zero_shot_macro_f1']:.3f} | {row['best_step'] if row['best_step'] is not None else '-'} |"
         )
     if ref:
-        median = {t: statistics.median(r["results_s"] for r in rows if r["tree"] == t) for t in (ref, "current")}
-        lines.append(f"\nlaunch to results, medians: {ref} {median[ref]:.0f} s, current {median['current']:.0f} s: "
-                     f"**{median[ref] / median['current']:.2f}x**")
+        for key, what in (("results_s", "launch to results"), ("cpu_s", "CPU time (all threads)")):
+            median = {t: statistics.median(r[key] for r in rows if r["tree"] == t) for t in (ref, "current")}
+            lines.append(f"\n{what}, medians: {ref} {median[ref]:.0f} s, current {median['current']:.0f} s: "
+                         f"**{median[ref] / median['current']:.2f}x**")
     return "\n".join(lines)
 
 
