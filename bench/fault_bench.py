@@ -1,0 +1,495 @@
+"""Faults survived, with figures: a real stack (scripts/runstack.py: embedded Redis, Daphne, Celery
+gpu + default workers, beat) on free loopback ports, a fresh SQLite database, the tiny test model
+and few steps, and then the faults and loads of issue 11.
+
+    .venv/bin/python bench/fault_bench.py [--json FILE] [--only redis_kill,worker_kill,...]
+
+Sections (each prints one table row; --json writes them all):
+- redis_kill: kill -9 Redis with 3 runs queued and 1 running; the supervisor restarts it.
+- worker_kill: SIGKILL the gpu worker mid-run; the run resumes from its checkpoint. Then the same
+  with the run's attempts used up: how long until it is failed with a reason.
+- web_restart: kill the web process mid-run while a browser-like viewer follows the run.
+- stream_viewers: 100 websocket viewers on one live run.
+- quiz_load: 50 learners browsing, answering and autosaving at once for a bounded time.
+- fuzz: bench/fault_fuzz.py's generated malformed API requests (when that file is present).
+- fairness: 5 learners each launch a 3-run group, 2 gpu workers (a second stack).
+
+A viewer behaves like the run page's script: it reconnects with ?after=<last seq> when its socket
+drops, so missing/duplicate counts are what a learner would have seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TINY = dict(base_model="tiny-test", dataset="reviews", epochs=1, batch_size=8, train_limit=16, learning_rate=0.01,
+            eval_every=0, max_length=128, lora_r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"],
+            grad_accum=1, warmup_ratio=0.1, schedule="linear", mask_prompt="on", seed=0)
+THINK_S = 1.0  # a learner's pause between actions in quiz_load (reading, typing)
+SECTIONS = ("redis_kill", "worker_kill", "web_restart", "stream_viewers", "quiz_load", "fuzz", "fairness")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+# --- the stack -------------------------------------------------------------------------------
+
+
+class Stack:
+    """scripts/runstack.py in a temporary var/ with its own database, ports and Redis."""
+
+    def __init__(self, *, gpu_workers: int):
+        self.tmp = Path(tempfile.mkdtemp(prefix="tunelab-faults-"))
+        self.var = self.tmp / "var"
+        self.var.mkdir()
+        # The model caches are read-only here and slow to build: share the checkout's.
+        (self.var / "models").symlink_to(ROOT / "var" / "models", target_is_directory=True)
+        self.port, self.redis_port = free_port(), free_port()
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "TUNELAB_", "REDIS_URL", "DATABASE_URL"))},
+            "DJANGO_SETTINGS_MODULE": "config.settings", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
+            "TUNELAB_VAR_DIR": str(self.var), "DATABASE_URL": f"sqlite:///{self.var / 'bench.sqlite3'}",
+            "TUNELAB_PORT": str(self.port), "TUNELAB_REDIS_PORT": str(self.redis_port),
+            "TUNELAB_GPU_WORKERS": str(gpu_workers), "TUNELAB_ALLOW_TEST_MODEL": "1",
+            "TUNELAB_HEARTBEAT_INTERVAL": "0.5", "TUNELAB_HEARTBEAT_TIMEOUT": "5", "TUNELAB_REAPER_INTERVAL": "2",
+            "TUNELAB_CHECKPOINT_EVERY": "5", "TUNELAB_DISPATCH_TIMEOUT": "20", "TUNELAB_MAX_ACTIVE_RUNS": "20",
+            "TUNELAB_SHUTDOWN_GRACE": "30", "TUNELAB_LOG_LEVEL": "WARNING",
+        }
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def prepare(self) -> None:
+        for command in (["migrate", "--noinput"], ["setup_site", "--skip-model"], ["collectstatic", "--noinput"]):
+            subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=self.env, check=True,
+                           stdout=subprocess.DEVNULL)
+        os.environ.update({k: self.env[k] for k in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "TUNELAB_VAR_DIR",
+                                                       "TUNELAB_ALLOW_TEST_MODEL", "TUNELAB_CHECKPOINT_EVERY")})
+        os.environ["REDIS_URL"] = f"redis://127.0.0.1:{self.redis_port}/0"
+        import django
+
+        django.setup()
+
+    def start(self) -> None:
+        self.log = open(self.tmp / "runstack.log", "wb")
+        self.process = subprocess.Popen([sys.executable, "scripts/runstack.py"], cwd=ROOT, env=self.env,
+                                        stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until(lambda: {"web", "gpu1", "default", "beat", "redis"} <= set(self.pids()), 60, "runstack.json")
+        import httpx
+
+        wait_until(lambda: _get_ok(httpx, f"http://{self.address}/healthz"), 120, "the web server")
+
+    def pids(self) -> dict:
+        try:
+            return json.loads((self.var / "runstack.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def kill(self, name: str) -> int:
+        pid = self.pids()[name]
+        os.killpg(pid, signal.SIGKILL) if name != "redis" else os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.log.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _get_ok(httpx, url) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+# --- learners --------------------------------------------------------------------------------
+
+
+def learner(name: str, stack: Stack) -> dict:
+    """A user with a logged-in session: {"user", "cookie"} (sessions are made directly, so the
+    login throttle is not what is measured)."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    user, _ = get_user_model().objects.get_or_create(username=name)
+    user.set_unusable_password()  # (hashing 50 passwords would cost the bench ~20 s of CPU)
+    user.save()
+    client = Client()
+    client.force_login(user)
+    return {"user": user, "cookie": client.cookies["sessionid"].value}
+
+
+def http_for(stack: Stack, who: dict):
+    import httpx
+
+    return httpx.Client(base_url=f"http://{stack.address}", cookies={"sessionid": who["cookie"]},
+                        headers={"Referer": f"http://{stack.address}/"}, timeout=60)
+
+
+def launch(stack: Stack, who: dict, lab: str = "sentiment-lora", **overrides) -> list[int]:
+    """POST the launch form like a browser; the ids of the runs it created."""
+    from labs.models import Run
+
+    before = set(Run.objects.filter(owner=who["user"]).values_list("pk", flat=True))
+    with http_for(stack, who) as http:
+        http.get("/labs/")  # (sets the CSRF cookie)
+        response = http.post(f"/labs/{lab}/launch/", data={**TINY, **overrides, "csrfmiddlewaretoken": http.cookies["csrftoken"]})
+    if response.status_code != 302:
+        raise RuntimeError(f"launch refused ({response.status_code}): {response.text[-1500:]}")
+    return sorted(set(Run.objects.filter(owner=who["user"]).values_list("pk", flat=True)) - before)
+
+
+def finished(run_ids) -> bool:
+    from labs.models import Run
+
+    return not Run.objects.filter(pk__in=run_ids, status__in=Run.ACTIVE).exists()
+
+
+def db_seqs(run_id: int) -> list[int]:
+    from labs.models import RunEvent
+
+    return list(RunEvent.objects.filter(run_id=run_id).order_by("seq").values_list("seq", flat=True))
+
+
+async def view(stack: Stack, who: dict, run_id: int, received: list[int], *, deadline: float) -> None:
+    """Follow a run like the page does: read, and on a dropped socket reconnect after the last seq."""
+    import websockets
+
+    last = 0
+    while time.monotonic() < deadline:
+        url = f"ws://{stack.address}/ws/labs/runs/{run_id}/?after={last}"
+        try:
+            async with websockets.connect(url, additional_headers={"Cookie": f"sessionid={who['cookie']}"},
+                                          origin=f"http://{stack.address}", open_timeout=20) as socket:
+                while True:
+                    message = json.loads(await asyncio.wait_for(socket.recv(), timeout=max(1, deadline - time.monotonic())))
+                    if message["type"] == "end":
+                        return
+                    received.append(message["seq"])
+                    last = max(last, message["seq"])
+        except (TimeoutError, OSError, websockets.exceptions.WebSocketException):
+            await asyncio.sleep(0.5)
+
+
+def compare(run_id: int, received: list[int]) -> tuple[int, int]:
+    """(missing, duplicate) events of what a viewer received against the database."""
+    stored = db_seqs(run_id)
+    return len(set(stored) - set(received)), len(received) - len(set(received))
+
+
+async def follow_all(stack, who, run_ids, timeout):
+    received = {pk: [] for pk in run_ids}
+    deadline = time.monotonic() + timeout
+    await asyncio.gather(*(view(stack, who, pk, received[pk], deadline=deadline) for pk in run_ids))
+    return received
+
+
+class Viewers:
+    """Websocket viewers on runs, in a thread of their own while the bench breaks things."""
+
+    def __init__(self, stack, who, run_ids, timeout=300, copies=1):
+        import threading
+
+        self.run_ids, self.copies = list(run_ids), copies
+        self.received: list[tuple[int, list[int]]] = [(pk, []) for pk in self.run_ids for _ in range(copies)]
+
+        async def main():
+            deadline = time.monotonic() + timeout
+            await asyncio.gather(*(view(stack, who, pk, seqs, deadline=deadline) for pk, seqs in self.received))
+
+        self.thread = threading.Thread(target=lambda: asyncio.run(main()), daemon=True)
+        self.thread.start()
+
+    def join(self, timeout=None) -> list[tuple[int, list[int]]]:
+        self.thread.join(timeout)
+        return self.received
+
+
+def run_state(run_id: int):
+    from labs.models import Run
+
+    return Run.objects.get(pk=run_id)
+
+
+def steps_seen(run_id: int) -> int:
+    from labs.models import RunEvent
+
+    steps = RunEvent.objects.filter(run_id=run_id, type="step").values_list("payload", flat=True)
+    return max((p["step"] for p in steps), default=0)
+
+
+# --- sections --------------------------------------------------------------------------------
+
+
+def section_redis_kill(stack: Stack) -> dict:
+    from labs.models import Run
+
+    who = learner("redis-kill", stack)
+    runs = [pk for _ in range(4) for pk in launch(stack, who, epochs=8)]  # 16 steps each
+    viewers = Viewers(stack, who, runs, timeout=400)
+    wait_until(lambda: steps_seen(runs[0]) >= 3, 120, "the first run to be training")
+    queued = Run.objects.filter(pk__in=runs, status=Run.Status.QUEUED).count()
+    stack.kill("redis")
+    old = stack.pids().get("redis")
+    wait_until(lambda: stack.pids().get("redis") not in (None, old), 30, "the supervisor to restart Redis")
+    try:
+        wait_until(lambda: finished(runs), 400, "the runs to finish")
+    except TimeoutError:
+        pass
+    received = dict(viewers.join(timeout=60))
+    counts = [compare(pk, received[pk]) for pk in runs]
+    return {"runs": len(runs), "queued_at_kill": queued,
+            "succeeded": Run.objects.filter(pk__in=runs, status=Run.Status.SUCCEEDED).count(),
+            "stuck": Run.objects.filter(pk__in=runs, status__in=Run.ACTIVE).count(),
+            "missing_events": sum(m for m, _ in counts), "duplicate_events": sum(d for _, d in counts)}
+
+
+def _kill_gpu_mid_run(stack: Stack, who: dict, *, exhaust: bool) -> tuple[int, float]:
+    from django.conf import settings
+
+    from labs.models import Run
+
+    (run_id,) = launch(stack, who, epochs=15)  # 30 steps, a checkpoint every 5
+    wait_until(lambda: steps_seen(run_id) >= 8, 180, "step 8")
+    if exhaust:  # as if this were its last allowed attempt: it must be failed, with the reason
+        Run.objects.filter(pk=run_id).update(attempts=settings.RUN_MAX_ATTEMPTS)
+    stack.kill("gpu1")
+    return run_id, time.monotonic()
+
+
+def section_worker_kill(stack: Stack) -> dict:
+    from labs.models import Run
+
+    who = learner("worker-kill", stack)
+    run_id, killed = _kill_gpu_mid_run(stack, who, exhaust=False)
+    lost_at = steps_seen(run_id)
+    wait_until(lambda: finished([run_id]), 300, "the resumed run")
+    run = run_state(run_id)
+    resumed_log = run.events.filter(type="log", payload__message__startswith="Resuming from the checkpoint at step").first()
+    checkpoint = int(resumed_log.payload["message"].rstrip(".").split()[-1]) if resumed_log else 0
+    result = {"resumed": run.status == Run.Status.SUCCEEDED and resumed_log is not None,
+              "steps_lost": lost_at - checkpoint if resumed_log else lost_at,
+              "resumed_and_done_s": round(time.monotonic() - killed, 1)}
+    wait_until(lambda: "gpu1" in stack.pids() and _alive(stack.pids()["gpu1"]), 60, "the restarted worker")
+    run_id, killed = _kill_gpu_mid_run(stack, who, exhaust=True)
+    wait_until(lambda: finished([run_id]), 120, "the failure")
+    run = run_state(run_id)
+    failed = run.status == Run.Status.FAILED and run.error
+    result["failed_with_reason_s"] = round(time.monotonic() - killed, 1) if failed else None
+    result["reason"] = run.error[:160]
+    return result
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def section_web_restart(stack: Stack) -> dict:
+    who = learner("web-restart", stack)
+    (run_id,) = launch(stack, who, epochs=15)
+    viewers = Viewers(stack, who, [run_id], timeout=300)
+    wait_until(lambda: steps_seen(run_id) >= 4, 180, "step 4")
+    stack.kill("web")
+    wait_until(lambda: finished([run_id]), 300, "the run")
+    (_, received), = viewers.join(timeout=120)
+    missing, duplicate = compare(run_id, received)
+    return {"missing_events": missing, "duplicate_events": duplicate}
+
+
+def section_stream_viewers(stack: Stack, n: int = 100) -> dict:
+    who = learner("stream", stack)
+    (run_id,) = launch(stack, who, epochs=10)
+    viewers = Viewers(stack, who, [run_id], timeout=300, copies=n)
+    wait_until(lambda: finished([run_id]), 300, "the run")
+    received = viewers.join(timeout=120)
+    stored = db_seqs(run_id)
+    return {"viewers": n, "complete": sum(1 for _, seqs in received if seqs == stored), "events": len(stored)}
+
+
+def section_quiz_load(stack: Stack, users: int = 50, seconds: float = 30) -> dict:
+    import httpx
+
+    from quiz.models import Quiz
+
+    quiz = Quiz.objects.order_by("pk").first()
+    learners = [learner(f"quiz-{i}", stack) for i in range(users)]
+    timings: list[float] = []
+    errors = 0
+
+    async def one(who):
+        nonlocal errors
+        async with httpx.AsyncClient(base_url=f"http://{stack.address}", cookies={"sessionid": who["cookie"]},
+                                     headers={"Referer": f"http://{stack.address}/"}, timeout=30) as http:
+            async def call(method, url, **kw):
+                nonlocal errors
+                started = time.perf_counter()
+                try:
+                    response = await http.request(method, url, **kw)
+                    ok = response.status_code < 400
+                except httpx.HTTPError:
+                    response, ok = None, False
+                timings.append(time.perf_counter() - started)
+                errors += not ok
+                return response
+
+            await call("GET", "/quiz/quizzes/")  # (sets the CSRF cookie)
+            start = await call("POST", f"/quiz/quizzes/{quiz.slug}/start/",
+                               data={"csrfmiddlewaretoken": http.cookies.get("csrftoken", "")})
+            attempt = start.headers.get("location", "") if start is not None else ""
+            n = 1
+            while time.monotonic() < end:
+                token = {"csrfmiddlewaretoken": http.cookies.get("csrftoken", "")}
+                await call("GET", "/quiz/")
+                if attempt:
+                    base = attempt.rsplit("/", 2)[0]
+                    await call("GET", f"{base}/{n}/")
+                    await call("POST", f"{base}/{n}/autosave/", data={**token, "text": f"my answer {time.time()}"})
+                    await call("POST", f"{base}/{n}/", data={**token, "text": "final answer", "go": "next"})
+                    n = n % 5 + 1
+                await asyncio.sleep(THINK_S)
+
+    async def main():
+        await asyncio.gather(*(one(who) for who in learners))
+
+    end = time.monotonic() + seconds
+    asyncio.run(main())
+    ms = sorted(t * 1000 for t in timings)
+    return {"users": users, "seconds": seconds, "requests": len(ms), "p50_ms": round(statistics.median(ms), 1),
+            "p95_ms": round(ms[int(len(ms) * 0.95) - 1], 1), "errors": errors}
+
+
+def section_fuzz() -> dict:
+    try:
+        from bench.fault_fuzz import fuzz_section
+    except ImportError:
+        return {"skipped": "bench/fault_fuzz.py is not there"}
+    return fuzz_section()
+
+
+def section_fairness(stack: Stack, learners: int = 5) -> dict:
+    from labs.models import Run
+
+    people = [learner(f"fair-{i}", stack) for i in range(learners)]
+    t0 = time.monotonic()
+    from django.utils import timezone
+
+    launched_at = timezone.now()
+    groups = {who["user"].username: launch(stack, who, lab="rank-sweep") for who in people}
+    all_runs = [pk for runs in groups.values() for pk in runs]
+    wait_until(lambda: finished(all_runs), 900, "every group")
+    starts = {name: sorted(Run.objects.filter(pk__in=runs).values_list("started_at", flat=True)) for name, runs in groups.items()}
+    first = {name: round((s[0] - launched_at).total_seconds(), 1) for name, s in starts.items()}
+    last_first = max(s[0] for s in starts.values())
+    first_third = min(s[2] for s in starts.values())
+    return {"first_start_s": first, "every_first_before_any_third": last_first < first_third,
+            "all_done_s": round(time.monotonic() - t0, 1),
+            "succeeded": Run.objects.filter(pk__in=all_runs, status=Run.Status.SUCCEEDED).count(), "runs": len(all_runs)}
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def run_sections(only: set[str]) -> dict:
+    results: dict[str, dict] = {}
+    single = [s for s in ("redis_kill", "worker_kill", "web_restart", "stream_viewers", "quiz_load") if s in only]
+    if single:
+        stack = Stack(gpu_workers=1)
+        stack.prepare()
+        stack.start()
+        try:
+            for name in single:
+                started = time.monotonic()
+                results[name] = _guard(lambda name=name: globals()[f"section_{name}"](stack))
+                print(f"{name:15} {json.dumps(results[name])}  ({time.monotonic() - started:.0f} s)", flush=True)
+        finally:
+            stack.stop()
+    if "fuzz" in only:
+        results["fuzz"] = _guard(section_fuzz)
+        print(f"{'fuzz':15} {json.dumps(results['fuzz'])}", flush=True)
+    if "fairness" in only and single:
+        # A second stack needs a second database: this process's ORM is bound to the first.
+        out = Path(tempfile.mkstemp(suffix=".json")[1])
+        subprocess.run([sys.executable, __file__, "--only", "fairness", "--json", str(out)], check=False)
+        results["fairness"] = json.loads(out.read_text() or "{}").get("fairness", {"error": "no result"})
+        out.unlink()
+    elif "fairness" in only:
+        stack = Stack(gpu_workers=2)
+        stack.prepare()
+        stack.start()
+        try:
+            results["fairness"] = _guard(lambda: section_fairness(stack))
+            print(f"{'fairness':15} {json.dumps(results['fairness'])}", flush=True)
+        finally:
+            stack.stop()
+    return results
+
+
+def _guard(section) -> dict:
+    """A section that breaks is reported as such; the others still run."""
+    try:
+        return section()
+    except Exception as exc:  # a bench reports, it does not stop at the first failure
+        return {"error": f"{type(exc).__name__}: {exc}"[:500]}
+
+
+def main(argv=None) -> int:
+    import logging
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated, from {', '.join(SECTIONS)}")
+    args = parser.parse_args(argv)
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    unknown = only - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    results = run_sections(only)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
