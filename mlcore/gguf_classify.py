@@ -88,7 +88,8 @@ class LlamaCppClassifier:
     backend = "llama.cpp"
 
     def __init__(self, path, labels, *, max_text_tokens: int = DEFAULT_MAX_TEXT_TOKENS, n_threads: int | None = None,
-                 max_batch: int = 32):
+                 max_batch: int = 32, lora=None):
+        """lora: an adapter GGUF (export_gguf --adapter-only) applied on top of `path`, as --lora does."""
         import llama_cpp as lc
 
         from .registry import DEFAULT_BASE_MODEL, load_tokenizer
@@ -117,6 +118,12 @@ class LlamaCppClassifier:
         params.n_threads = params.n_threads_batch = n_threads or os.cpu_count() or 1
         params.no_perf = True
         self._ctx = lc.llama_init_from_model(self._model, params)
+        if lora is not None:
+            self._adapter = lc.llama_adapter_lora_init(self._model, str(lora).encode())
+            if not self._adapter:
+                raise ValueError(f"llama.cpp could not load the adapter {lora}")
+            adapters = (lc.llama_adapter_lora_p_ctypes * 1)(self._adapter)
+            lc.llama_set_adapters_lora(self._ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
         self._memory = lc.llama_get_memory(self._ctx)
         self._batch = lc.llama_batch_init(params.n_batch, 0, 1)
         label_ids = [self.tokenize(label) for label in self.labels]
