@@ -226,7 +226,7 @@ def test_classify_refuses_gguf_together_with_an_adapter(tiny_adapter, tmp_path):
 @pytest.mark.browser
 def test_the_panel_builds_polls_and_offers_the_zip_in_a_browser(live_server, page, transactional_db, client, owner,
                                                                  tiny_adapter, screenshot):
-    from tests.conftest import log_in_browser
+    from tests.conftest import SCREENSHOTS, log_in_browser
 
     run = finished_run(owner, tiny_adapter)
     log_in_browser(page, client, owner, live_server.url)
@@ -242,3 +242,6 @@ def test_the_panel_builds_polls_and_offers_the_zip_in_a_browser(live_server, pag
     link = page.wait_for_selector('#gguf-exports li[data-state="ready"] a')  # the panel polled its way here
     assert link.get_attribute("href") == f"/labs/runs/{run.pk}/gguf/q4_0.zip"
     screenshot(page, "labs-gguf-ready")
+    for width in (1280, 390):  # the panel alone, readable at full size
+        page.set_viewport_size({"width": width, "height": 900})
+        page.locator("#gguf-export").screenshot(path=str(SCREENSHOTS / f"labs-gguf-panel-only-{width}.png"))
