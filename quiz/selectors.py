@@ -55,12 +55,14 @@ def practice_next(*, user) -> PracticeCard | None:
 def practice_summary(*, user) -> dict:
     cards = PracticeCard.objects.for_learners().filter(user=user)
     now = timezone.now()
-    upcoming = cards.filter(due__gt=now, due__lte=end_of_day()).order_by("due").first()
+    # The next card even when it falls after midnight: "nothing is due" must always say when.
+    upcoming = cards.filter(due__gt=now).order_by("due").first()
     return {
         "due_now": cards.due_by(now).count(),
         "due_today": cards.due_by(end_of_day()).count(),
         "due_tomorrow": cards.due_by(end_of_day(1)).count(),
         "next_due": upcoming.due if upcoming else None,
+        "next_due_today": bool(upcoming) and upcoming.due <= end_of_day(),
         "total": cards.count(),
         "mastered": cards.mastered().count(),
     }
