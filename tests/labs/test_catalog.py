@@ -23,6 +23,13 @@ def test_the_catalog_has_the_six_labs_with_sweeps_as_groups():
     assert not labs["sentiment-lora"].variants and labs["sentiment-lora"].preset["mask_prompt"] is True
 
 
+def test_the_default_labs_preset_is_the_trainers_defaults_so_finetune_trains_the_default_lab():
+    from mlcore.train import TrainConfig
+
+    preset = {spec.slug: spec for spec in load_catalog()}["sentiment-lora"].preset
+    assert TrainConfig.from_dict(preset) == TrainConfig()
+
+
 def test_the_learning_rate_and_rslora_labs_each_vary_what_their_questions_ask_about():
     labs = {spec.slug: spec for spec in load_catalog()}
     rates = labs["learning-rate-sweep"]

@@ -11,7 +11,8 @@ LAUNCH = "/labs/sentiment-lora/launch/"
 
 def form_data(**overrides):
     data = {**TINY, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"],
-            "grad_accum": 1, "warmup_ratio": 0.1, "schedule": "linear", "mask_prompt": "on", "seed": 0}
+            "grad_accum": 1, "warmup_ratio": 0.1, "schedule": "linear", "mask_prompt": "on", "seed": 0,
+            "lora_top_blocks": 8, "keep_best": "on"}
     data.update(overrides)
     return {key: value for key, value in data.items() if value is not None}
 
