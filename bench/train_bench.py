@@ -14,7 +14,9 @@ Three trainers, each in its own subprocess (so peak RSS is per trainer), one aft
 
 Same for all three: base model (SmolLM2-135M-Instruct from our var/ cache), the bundled
 "reviews" train split, prompt (system + review, via the chat template), LoRA (TrainConfig's
-defaults: r=16, alpha=32, dropout 0.05, all 7 linear layers of each block), batch size 8,
+defaults: r=16, alpha=32, dropout 0.05, all 7 linear layers of the top 8 blocks, the same
+blocks for TRL through peft's layers_to_transform; TRL still runs and backpropagates through
+every block, ours computes the frozen blocks once per example), batch size 8,
 number of optimizer steps, seeds (0, 1, 2 by default; each trainer runs once per seed and its
 speed and macro-F1 are the means over them), AdamW with the same
 learning rate, warmup and linear decay, clipping at 1.0, precision, torch threads and
@@ -113,6 +115,7 @@ def run_trl(model_name: str, steps: int, seed: int, padded: bool) -> dict:
     from mlcore.evaluate import evaluate
     from mlcore.prompt import labels_system_prompt, normalize_text
     from mlcore.registry import load_base
+    from mlcore.train import lora_blocks
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     config = bench_config(model_name, steps, seed)
@@ -147,11 +150,14 @@ def run_trl(model_name: str, steps: int, seed: int, padded: bool) -> dict:
             logging_steps=10,
             disable_tqdm=True,
         )
+        top = lora_blocks(config, model.config.num_hidden_layers)  # the same blocks as ours
         lora = LoraConfig(
             r=config.lora_r,
             lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout,
             target_modules=list(config.target_modules),
+            layers_to_transform=top,
+            layers_pattern="layers" if top else None,
             bias="none",
             task_type="CAUSAL_LM",
         )

@@ -424,6 +424,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def lora_blocks(config: TrainConfig, n_blocks: int) -> list[int] | None:
+    """The block indices that get LoRA (peft's layers_to_transform); None = every block."""
+    top = config.lora_top_blocks
+    return list(range(n_blocks - top, n_blocks)) if 0 < top < n_blocks else None
+
+
 def build_model(config: TrainConfig):
     """Base model with trainable LoRA layers (fresh, or continued from an adapter)."""
     from peft import LoraConfig, PeftModel, get_peft_model
@@ -436,15 +442,14 @@ def build_model(config: TrainConfig):
     if config.continue_from:
         model = PeftModel.from_pretrained(model, config.continue_from, is_trainable=True)
     else:
-        n_blocks = model.config.num_hidden_layers
-        top = range(n_blocks - config.lora_top_blocks, n_blocks) if 0 < config.lora_top_blocks < n_blocks else None
+        top = lora_blocks(config, model.config.num_hidden_layers)
         lora = LoraConfig(
             r=config.lora_r,
             lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout,
             use_rslora=config.use_rslora,
             target_modules=list(config.target_modules),
-            layers_to_transform=list(top) if top else None,
+            layers_to_transform=top,
             layers_pattern="layers" if top else None,
             bias="none",
             task_type="CAUSAL_LM",
