@@ -59,6 +59,11 @@ def _tokenizer(base_model: str):
             return load_tokenizer(DEFAULT_BASE_MODEL)
 
 
+def prepare_estimate(base_model: str) -> None:
+    """Load what run_cost() needs for this base model now (outside any transaction)."""
+    _tokenizer(base_model)
+
+
 def run_cost(config: dict, upload: DatasetUpload | None):
     from labs.training import dataset_of
     from mlcore.cost import estimate_cost

@@ -10,7 +10,7 @@ from labs import presenters
 from labs.access import get_group_for_user, get_run_for_user, visible_to
 from labs.forms import RunForm, initial_from_config
 from labs.models import Lab, Run
-from labs.scheduling import queue_available
+from labs.scheduling import prepare_estimate, queue_available
 from labs.services import LaunchRefused, clone_initial, group_launch, run_cancel, run_launch, upload_create
 
 MAX_COMPARE = 12
@@ -45,6 +45,10 @@ def launch(request, slug: str):
         if not queue_available():
             # Refuse before writing anything: no run is left queued that nothing will send.
             return render(request, "labs/queue_unavailable.html", {"lab": lab}, status=503)
+        if not request.user.is_staff:
+            # Load the tokenizer the cost estimate needs (seconds, once per process) before
+            # _launch's transaction, which on SQLite holds the database's write lock.
+            prepare_estimate(form.config["base_model"])
         try:
             return _launch(request, lab, form, multi_run, source)
         except LaunchRefused as exc:
