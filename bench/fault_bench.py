@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -39,7 +40,10 @@ sys.path.insert(0, str(ROOT))
 TINY = dict(base_model="tiny-test", dataset="reviews", epochs=1, batch_size=8, train_limit=16, learning_rate=0.01,
             eval_every=0, max_length=128, lora_r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"],
             grad_accum=1, warmup_ratio=0.1, schedule="linear", mask_prompt="on", seed=0)
-THINK_S = 1.0  # a learner's pause between actions in quiz_load (reading, typing)
+# A learner's pause before each action in quiz_load: 1-3 s, uniformly drawn (seeded). Faster than
+# a person reads a question or types an answer; one action = one request, as the browser sends them
+# (the autosave fires 800 ms after typing stops).
+THINK_S = (1.0, 3.0)
 SECTIONS = ("redis_kill", "worker_kill", "web_restart", "stream_viewers", "quiz_load", "fuzz", "fairness")
 
 
@@ -373,6 +377,12 @@ def section_quiz_load(stack: Stack, users: int = 50, seconds: float = 30) -> dic
                 errors += not ok
                 return response
 
+            pause = random.Random(who["cookie"])
+
+            async def think():
+                await asyncio.sleep(pause.uniform(*THINK_S))
+
+            await think()  # learners arrive over a few seconds, not in the same millisecond
             await call("GET", "/quiz/quizzes/")  # (sets the CSRF cookie)
             start = await call("POST", f"/quiz/quizzes/{quiz.slug}/start/",
                                data={"csrfmiddlewaretoken": http.cookies.get("csrftoken", "")})
@@ -380,14 +390,17 @@ def section_quiz_load(stack: Stack, users: int = 50, seconds: float = 30) -> dic
             n = 1
             while time.monotonic() < end:
                 token = {"csrfmiddlewaretoken": http.cookies.get("csrftoken", "")}
+                await think()
                 await call("GET", "/quiz/")
                 if attempt:
                     base = attempt.rsplit("/", 2)[0]
+                    await think()
                     await call("GET", f"{base}/{n}/")
+                    await think()
                     await call("POST", f"{base}/{n}/autosave/", data={**token, "text": f"my answer {time.time()}"})
+                    await think()
                     await call("POST", f"{base}/{n}/", data={**token, "text": "final answer", "go": "next"})
                     n = n % 5 + 1
-                await asyncio.sleep(THINK_S)
 
     async def main():
         await asyncio.gather(*(one(who) for who in learners))
@@ -395,7 +408,8 @@ def section_quiz_load(stack: Stack, users: int = 50, seconds: float = 30) -> dic
     end = time.monotonic() + seconds
     asyncio.run(main())
     ms = sorted(t * 1000 for t in timings)
-    return {"users": users, "seconds": seconds, "requests": len(ms), "p50_ms": round(statistics.median(ms), 1),
+    return {"users": users, "seconds": seconds, "requests": len(ms), "rps": round(len(ms) / seconds, 1),
+            "p50_ms": round(statistics.median(ms), 1),
             "p95_ms": round(ms[int(len(ms) * 0.95) - 1], 1), "errors": errors}
 
 
