@@ -90,12 +90,15 @@ def test_merged_and_unmerged_adapters_predict_the_same(tiny_run, small_dataset):
     assert_same_predictions(merged, unmerged, 1e-4)
 
 
-def test_a_saved_adapter_reloads_to_exactly_the_predictions_made_in_training(tiny_run):
+def test_a_saved_adapter_reloads_to_the_predictions_made_in_training(tiny_run):
     result, _ = tiny_run
     rows = [json.loads(line) for line in (result.out_dir / "test_predictions.jsonl").read_text().splitlines()]
     reloaded = load_classifier(adapter_dir=result.out_dir, merge=False, device="cpu").predict([r["text"] for r in rows])
     assert [p.label for p in reloaded] == [r["predicted"] for r in rows]
-    assert [p.probs for p in reloaded] == [r["probs"] for r in rows]
+    # Training scores the test split from its own pass (the frozen blocks' cached output), serving
+    # through the classifier: same weights, other summation order, so equal to float32 rounding.
+    for served, trained in zip(reloaded, rows, strict=True):
+        assert served.probs == pytest.approx(trained["probs"], abs=1e-5)
 
 
 def test_the_adapter_brings_its_labels_and_base_model(tiny_run):
