@@ -34,7 +34,7 @@ def test_a_fewshot_run_scores_the_prompted_base_model_without_training(owner, ow
 
 
 def test_a_fine_tune_succeeds_and_a_waiting_continuation_starts_from_its_adapter(owner, owner_client):
-    parent = make_run(owner, dataset="reviews")
+    parent = make_run(owner, dataset="reviews", eval_every=1)  # validated each step: the best pass is kept
     child = make_run(owner, dataset="reviews-mixed", continue_from=parent)
 
     run_execute(run_id=parent.pk, task_id="t-parent")
@@ -60,6 +60,9 @@ def test_a_fine_tune_succeeds_and_a_waiting_continuation_starts_from_its_adapter
     page = owner_client.get(f"/labs/runs/{parent.pk}/results/").content.decode()
     assert f"{test['accuracy']:.3f}" in page and 'id="confusion-matrix"' in page and 'id="token-view"' in page
     assert f'href="/playground/?run={parent.pk}"' in page
+    best = parent.metrics["best_validation"]
+    assert best["step"] in (1, 2)
+    assert f"step {best['step']} of 2" in page and f"validation macro-F1 {best['macro_f1']:.3f}" in page
     wrong = sum(1 for p in parent.predictions if not p["correct"])
     errors_page = owner_client.get(f"/labs/runs/{parent.pk}/results/?errors=1").content.decode()
     shown = min(wrong, PREDICTIONS_PER_PAGE)  # the first page of the wrong ones
