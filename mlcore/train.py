@@ -225,7 +225,7 @@ class TrainConfig:
     seed: int = setting(0, label="Seed", low=0, high=2**32 - 1,
                         help="Seeds LoRA init, batch order and dropout: same seed, same result.")
     # --- evaluation and bookkeeping ------------------------------------------------------------
-    eval_every: int = setting(6, label="Validate every N steps", low=0, high=1_000_000, zero_means="each epoch",
+    eval_every: int = setting(12, label="Validate every N steps", low=0, high=1_000_000, zero_means="each epoch",
                               help="Optimizer steps between validation passes; 0 = at the end of each epoch.")
     eval_batch_size: int = setting(32, label="Evaluation batch size", low=1, high=1024, shown=False,
                                    help="Reviews per classifier forward pass when evaluating.")
