@@ -11,6 +11,13 @@ Where the pieces come from:
   the model was trained with, merges and special-token ids included.
 - Hyperparameters: from the merged model's transformers config (so the tiny test model exports
   too), written under llama.cpp's `llama.*` keys.
+- Tensors the adapter did not change (blocks without LoRA, the embedding, norms), when the base
+  was loaded from a packaged GGUF: the packaged file's own bytes and type (Q4_1, Q8_0, F32), so
+  llama.cpp computes with exactly the weights our torch model dequantized from them. Only the
+  tensors LoRA changed are quantized to the requested quant (f16 files stay all-f16: they are
+  the exact reference and llama-quantize's input). At q4_0 the changed tensors are Q4_0 too,
+  and lose much of the fine-tune: a LoRA update is smaller than one 4-bit step. (Writing them
+  at Q8_0 instead would make the q4_0 file the q8_0 file byte for byte.)
 - Tensor names: gguf's own TensorNameMap (transformers name -> blk.N.attn_q ...). llama.cpp's
   convert script permutes the rows of q and k (it applies RoPE to interleaved pairs where
   transformers rotates halves); we do the same, and transformers' GGUF loader undoes it.
@@ -42,10 +49,11 @@ K_QUANTS = {"q4_k_m": "Q4_K_M"}  # made by llama-quantize from our f16 export
 DEFAULT_QUANT = "q8_0"
 LLAMA_QUANTIZE = "llama-quantize"
 # Nominal bits per weight of each tensor type: what a file's size is predicted from.
-BITS_PER_WEIGHT = {"F32": 32.0, "F16": 16.0, "Q8_0": 8.5, "Q4_0": 4.5}
+BITS_PER_WEIGHT = {"F32": 32.0, "F16": 16.0, "Q8_0": 8.5, "Q4_0": 4.5, "Q4_1": 5.0}
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "train_config.json", "labels.json")
 LABELS_KEY = "tunelab.labels"
 MAX_TEXT_TOKENS_KEY = "tunelab.max_text_tokens"
+KEPT_KEY = "tunelab.kept_base_tensors"  # how many tensors are the packaged base's own bytes
 # Keys the writer sets itself, or that describe the base file rather than ours.
 _SKIP_KEYS = ("GGUF.", "general.", "llama.")
 
@@ -105,6 +113,8 @@ def tensor_type(name: str, shape: tuple[int, ...], quant: str) -> str:
     - 1-D tensors (norms) stay F32, as in every llama.cpp file: they are tiny and sensitive.
     - Q8_0/Q4_0 pack rows in blocks of 32; a row length that is not a multiple falls back to F16
       (llama.cpp's quantizer falls back the same way).
+    - Tensors the adapter left alone in a packaged-GGUF base are not typed here: export_merged
+      copies them as they are.
     - At q4_0, the token embedding stays Q8_0: with tied embeddings it is also the output head
       that scores the labels (llama-quantize likewise keeps the output tensor at higher precision).
     """
@@ -165,21 +175,70 @@ def export_merged(adapter_dir, out, *, quant: str = DEFAULT_QUANT, base_name: st
     import gguf
 
     name_map = gguf.TensorNameMap(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    kept = {} if quant == "f16" else _packaged_tensors(base_name, adapted_weights(adapter_dir))
     arrays: dict[str, tuple[np.ndarray, str]] = {}
     names = [n for n in state if not (n == "lm_head.weight" and config.tie_word_embeddings)]
     for i, hf_name in enumerate(names):
         gguf_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
             raise ExportError(f"no llama.cpp name for tensor {hf_name}")
+        if hf_name in kept:  # already in llama.cpp's layout (q/k permuted): copied, not permuted again
+            arrays[gguf_name] = kept[hf_name]
+            continue
         data = _llama_cpp_layout(gguf_name, state[hf_name].float().numpy(), config)
         kind = tensor_type(gguf_name, data.shape, quant)
         arrays[gguf_name] = (_encode(data, kind), kind)
         progress(0.05 + 0.85 * (i + 1) / len(names), f"quantizing {gguf_name} to {kind}")
-    writer_setup = lambda w: _write_model_metadata(w, config, base_name, labels, quant)  # noqa: E731
+    n_kept = sum(1 for n in names if n in kept)
+    writer_setup = lambda w: _write_model_metadata(w, config, base_name, labels, quant, n_kept)  # noqa: E731
     progress(0.92, "writing the file")
     path = _write_atomic(Path(out), writer_setup, arrays)
     progress(1.0, "done")
     return ExportResult(path, quant, path.stat().st_size, {n: k for n, (_, k) in arrays.items()})
+
+
+def adapted_weights(adapter_dir) -> set[str] | None:
+    """transformers names of the weights the adapter changes (peft's lora_A keys say which
+    modules it wraps: only the top blocks by default); None when it saves other tensors whole
+    (modules_to_save), which then count as changed too: nothing is kept."""
+    from safetensors import safe_open
+
+    with safe_open(Path(adapter_dir) / "adapter_model.safetensors", framework="numpy") as f:
+        keys = list(f.keys())
+    if any(".lora_" not in key for key in keys):
+        return None
+    return {key.split(".lora_")[0].removeprefix("base_model.model.") + ".weight" for key in keys}
+
+
+def _packaged_tensors(base_name: str, adapted: set[str] | None) -> dict[str, tuple[np.ndarray, str]]:
+    """transformers name -> (raw bytes, GGML type) of each base tensor the adapter left alone,
+    read from the packaged GGUF our torch base was dequantized from; {} for other bases."""
+    import gguf
+
+    from .registry import get_spec, packaged_gguf
+
+    spec = get_spec(base_name)
+    if spec.source != "gguf-package" or adapted is None:
+        return {}
+    reader = gguf.GGUFReader(packaged_gguf(spec))
+    by_gguf_name = {t.name: t for t in reader.tensors}
+    block_count = int(reader.fields["llama.block_count"].contents())
+    name_map = gguf.TensorNameMap(gguf.MODEL_ARCH.LLAMA, block_count)
+    kept = {}
+    for hf_name in _hf_names(block_count):
+        tensor = by_gguf_name.get(name_map.get_name(hf_name, try_suffixes=(".weight",)) or "")
+        if tensor is not None and hf_name not in adapted:
+            kept[hf_name] = (np.array(tensor.data), tensor.tensor_type.name)  # a copy: the reader's is a memmap
+    return kept
+
+
+def _hf_names(block_count: int) -> list[str]:
+    """Every weight name of a llama-architecture transformers model (what might be kept)."""
+    per_block = ["input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "self_attn.k_proj",
+                 "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+    names = ["model.embed_tokens", "model.norm", "lm_head"]
+    names += [f"model.layers.{i}.{part}" for i in range(block_count) for part in per_block]
+    return [name + ".weight" for name in names]
 
 
 def _check_llama(config) -> None:
@@ -239,7 +298,7 @@ def _copy_field(writer, field) -> None:
         writer.add_key_value(field.name, field.contents(), main)
 
 
-def _write_model_metadata(writer, config, base_name: str, labels: list[str], quant: str) -> None:
+def _write_model_metadata(writer, config, base_name: str, labels: list[str], quant: str, n_kept: int) -> None:
     import gguf
 
     from .prompt import DEFAULT_MAX_TEXT_TOKENS
@@ -267,6 +326,7 @@ def _write_model_metadata(writer, config, base_name: str, labels: list[str], qua
         _copy_field(writer, field)
     writer.add_array(LABELS_KEY, list(labels))
     writer.add_uint32(MAX_TEXT_TOKENS_KEY, DEFAULT_MAX_TEXT_TOKENS)
+    writer.add_uint32(KEPT_KEY, n_kept)
 
 
 def _write_atomic(out: Path, add_metadata, arrays: dict[str, tuple[np.ndarray, str]]) -> Path:

@@ -157,14 +157,32 @@ def test_the_tensor_data_size_is_what_the_bits_per_weight_predict(tiny_adapter, 
     assert out.size - reader.data_offset == pytest.approx(predicted_bytes(tensors, quant), rel=0.01)
 
 
-def predicted_bytes(tensors, quant) -> float:
-    """Elements x nominal bits per weight: 1-D F32; 2-D at the quant's bits (token_embd at 8.5 for q4_0)."""
-    nominal = {"f16": 16.0, "q8_0": 8.5, "q4_0": 4.5}[quant]
+BITS = {"F32": 32.0, "F16": 16.0, "Q8_0": 8.5, "Q4_0": 4.5, "Q4_1": 5.0}
+
+
+def predicted_bytes(tensors, quant, kept=None) -> float:
+    """Elements x nominal bits per weight: 1-D F32; 2-D at the quant's bits (token_embd at 8.5 for
+    q4_0); `kept` (name -> type): tensors copied from the packaged base, at their own type."""
+    kept = kept or {}
+    nominal = {"f16": "F16", "q8_0": "Q8_0", "q4_0": "Q4_0"}[quant]
     total = 0.0
     for name, tensor in tensors.items():
-        bits = 32.0 if len(tensor.shape) == 1 else (8.5 if quant == "q4_0" and name == "token_embd.weight" else nominal)
-        total += int(np.prod(tensor.shape)) * bits / 8
+        kind = kept.get(name) or ("F32" if len(tensor.shape) == 1 else nominal)
+        if quant == "q4_0" and name == "token_embd.weight" and kind == "Q4_0":
+            kind = "Q8_0"
+        total += int(np.prod(tensor.shape)) * BITS[kind] / 8
     return total
+
+
+HF_TO_GGUF = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
+              "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down"}
+
+
+def adapted_gguf_names(adapter_dir, block_count) -> set[str]:
+    """From the adapter's own peft config: the llama.cpp names of the weights LoRA changed."""
+    peft_config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    blocks = peft_config["layers_to_transform"] or range(block_count)
+    return {f"blk.{i}.{HF_TO_GGUF[m]}.weight" for i in blocks for m in peft_config["target_modules"]}
 
 
 def test_the_adapter_alone_has_llama_cpp_lora_names_shapes_and_alpha(tiny_adapter, tmp_path):
@@ -268,24 +286,39 @@ def torch_labels(default_adapter, reviews):
     return [p.label for p in classifier.predict([e.text for e in reviews.test])]
 
 
-# Issue 13 asked for 99% agreement at q8_0 and 95% at q4_0; measured instead (bench/README.md):
-# f16 100%; q8_0 98.4% here and 97.4% in llama.cpp; q4_0 68% in llama.cpp. The base model ships
-# as Q4_1, so its weights already sit on a 4-bit grid and the LoRA update is smaller than one
-# 4-bit step: re-quantizing the merged weights to 4 bits rounds most of the fine-tune away
-# (q8_0's step is ~17x finer and keeps most of it). f16 checks that the file is the model
-# exactly; q8_0's floor guards against a regression without claiming the issue's 99%.
+@pytest.fixture(scope="module")
+def packaged_tensors():
+    from mlcore.registry import DEFAULT_BASE_MODEL, get_spec, packaged_gguf
+
+    return read(packaged_gguf(get_spec(DEFAULT_BASE_MODEL)))[1]
+
+
+# Issue 13 asks for 99% agreement at q8_0 and 95% at q4_0. The base model ships as Q4_1 and our
+# torch model is those weights dequantized, so q8_0/q4_0 files copy every tensor the adapter left
+# alone byte for byte from the packaged GGUF and quantize only the blocks LoRA changed. Measured
+# on this test's adapter (README "How faithful"): q8_0 97.4% here and 96.3% in llama.cpp; q4_0
+# 80.6% and 83.8% (the LoRA update is smaller than one 4-bit step). The floors guard against a
+# regression without claiming the issue's numbers; f16 checks that the file is the model exactly.
 @pytest.mark.slow
-@pytest.mark.parametrize("quant, floor", [("f16", 0.99), ("q8_0", 0.95)])
+@pytest.mark.parametrize("quant, floor", [("f16", 0.99), ("q8_0", 0.95), ("q4_0", 0.75)])
 def test_the_default_model_export_agrees_with_the_torch_classifier(default_adapter, torch_labels, reviews, tokenizer,
-                                                                      tmp_path, quant, floor):
+                                                                      packaged_tensors, tmp_path, quant, floor):
     from mlcore.gguf_classify import load_gguf_classifier
 
     out = gguf_export.export_merged(default_adapter, tmp_path / f"model-{quant}.gguf", quant=quant)
     # f16 also rebuilds the tokenizer from the file (the check that it is the training one).
     classifier = load_gguf_classifier(out.path, backend="transformers", tokenizer=None if quant == "f16" else tokenizer)
     labels = [p.label for p in classifier.predict([e.text for e in reviews.test])]
-    _, tensors = read(out.path)
-    assert out.size == pytest.approx(predicted_bytes(tensors, quant), rel=0.05)  # the tokenizer adds ~1.3%
+    reader, tensors = read(out.path)
+    adapted = adapted_gguf_names(default_adapter, field(reader, "llama.block_count"))
+    assert 0 < len(adapted) < len(tensors)  # LoRA in the top blocks only (the default config)
+    kept = {} if quant == "f16" else {n: packaged_tensors[n].tensor_type.name for n in tensors if n not in adapted}
+    for name in kept:  # bit-exact with the weights torch dequantized (q/k already in llama.cpp's order)
+        assert tensors[name].tensor_type == packaged_tensors[name].tensor_type, name
+        np.testing.assert_array_equal(np.asarray(tensors[name].data), np.asarray(packaged_tensors[name].data), err_msg=name)
+    assert {tensors[n].tensor_type.name for n in adapted} == {gguf_export.QUANTS[quant][0]}
+    assert field(reader, gguf_export.KEPT_KEY) == len(kept)
+    assert out.size == pytest.approx(predicted_bytes(tensors, quant, kept), rel=0.05)  # the tokenizer adds ~1.3%
     agreement = np.mean([a == b for a, b in zip(labels, torch_labels, strict=True)])
     assert agreement >= floor, f"{quant}: {agreement:.3f} of {len(labels)} test labels agree"
     assert len(set(torch_labels)) > 1  # a real classifier, not one label for everything
