@@ -56,17 +56,22 @@ lint: $(VENV)/.dev-deps
 	$(VENV)/bin/ruff check .
 
 # The browser tests drive Debian's chromium through Playwright (never `playwright install`).
-# As root, install it; otherwise stop before the suite with the one command to run.
 CHROMIUM := /usr/bin/chromium
-browser:
-	@if [ ! -x $(CHROMIUM) ]; then \
+# $(call need_debian,CHECK,PACKAGE): when CHECK fails, install PACKAGE from Debian as root;
+# otherwise stop before the suite with the one command to run.
+define need_debian
+	@if ! $(1) >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
 	  else \
-	    echo "$(CHROMIUM) is missing; install it with: sudo apt-get update && sudo apt-get install -y chromium" >&2; \
+	    echo "$(2) is missing; install it with: sudo apt-get update && sudo apt-get install -y $(2)" >&2; \
 	    exit 1; \
 	  fi; \
 	fi
+endef
+
+browser:
+	$(call need_debian,test -x $(CHROMIUM),chromium)
 
 test: browser $(VENV)/.dev-deps lint
 	$(PY) -m pytest
@@ -74,14 +79,7 @@ test: browser $(VENV)/.dev-deps lint
 # The same suite against a real PostgreSQL server: a throwaway cluster under var/ on a free
 # loopback port (scripts/pg_test.sh), from Debian's postgresql package (installed as root when missing).
 postgres:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
-	  else \
-	    echo "PostgreSQL is missing; install it with: sudo apt-get update && sudo apt-get install -y postgresql" >&2; \
-	    exit 1; \
-	  fi; \
-	fi
+	$(call need_debian,ls /usr/lib/postgresql/*/bin/initdb,postgresql)
 
 test-postgres: browser postgres $(VENV)/.dev-deps
 	scripts/pg_test.sh $(PY) -m pytest
