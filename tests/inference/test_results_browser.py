@@ -21,7 +21,8 @@ def _realistic(run: Run) -> Run:
     predicted = [label if i % 7 else "neutral" for i, label in enumerate(gold)]
     zero = ["neutral" if i % 2 else label for i, label in enumerate(gold)]
     run.metrics = {**run.metrics, "test": compute_metrics(gold, predicted, LABELS),
-                   "zero_shot": compute_metrics(gold, zero, LABELS)}
+                   "zero_shot": compute_metrics(gold, zero, LABELS),
+                   "best_validation": {"step": 60, "loss": 0.41, "accuracy": 0.87, "macro_f1": 0.869}}
     texts = [f"Review {i}: " + "the cable works but the plug wobbles a little " * (1 + i % 3) for i in range(60)]
     run.predictions = [{"text": text, "label": g, "predicted": p, "correct": g == p,
                         "probs": {label: (0.8 if label == p else 0.1) for label in LABELS}}
