@@ -23,8 +23,9 @@ from mlcore.data import DATA_DIR, LABEL_ORDER, SPLITS, stratified_split
 SEED = 20240601
 RAW_DIR = DATA_DIR / "raw"
 # Raw files split together. part_a/part_b were the first release; part_c (short, telegraphic
-# reviews and one-line film/book verdicts) came later and is split separately.
-SPLIT_GROUPS = (("part_a.jsonl", "part_b.jsonl"), ("part_c.jsonl",))
+# reviews and one-line film/book verdicts) and part_d (restaurants and cafés, one-line film/TV
+# verdicts, telegraphic product lines, many with implied verdicts) came later, each split on its own.
+SPLIT_GROUPS = (("part_a.jsonl", "part_b.jsonl"), ("part_c.jsonl",), ("part_d.jsonl",))
 
 
 def read_raw() -> list[dict]:
