@@ -15,9 +15,10 @@ Where the pieces come from:
   was loaded from a packaged GGUF: the packaged file's own bytes and type (Q4_1, Q8_0, F32), so
   llama.cpp computes with exactly the weights our torch model dequantized from them. Only the
   tensors LoRA changed are quantized to the requested quant (f16 files stay all-f16: they are
-  the exact reference and llama-quantize's input). At q4_0 the changed tensors are Q4_0 too,
-  and lose much of the fine-tune: a LoRA update is smaller than one 4-bit step. (Writing them
-  at Q8_0 instead would make the q4_0 file the q8_0 file byte for byte.)
+  the exact reference and llama-quantize's input). A LoRA update is smaller than one 4-bit
+  step, so nearest rounding would lose much of it at q4_0: those tensors are rounded by GPTQ
+  (mlcore/gguf_quant.py) against their inputs on training reviews, into the same Q8_0/Q4_0
+  blocks. (Writing them at Q8_0 in a q4_0 file would make it the q8_0 file byte for byte.)
 - Tensor names: gguf's own TensorNameMap (transformers name -> blk.N.attn_q ...). llama.cpp's
   convert script permutes the rows of q and k (it applies RoPE to interleaved pairs where
   transformers rotates halves); we do the same, and transformers' GGUF loader undoes it.
@@ -144,8 +145,8 @@ class ExportResult:
     tensor_types: dict[str, str]
 
 
-def merged_state(adapter_dir, *, base_name: str | None = None):
-    """(state dict of base + adapter merged, transformers config, base model name, labels), float32 on the CPU."""
+def merged_model(adapter_dir, *, base_name: str | None = None):
+    """(base + adapter merged as a float32 CPU model, its tokenizer, base model name, labels)."""
     import warnings
 
     import torch
@@ -156,10 +157,29 @@ def merged_state(adapter_dir, *, base_name: str | None = None):
     config = check_adapter_dir(adapter_dir)
     base_name = base_name or config["base_model"]
     labels = json.loads((Path(adapter_dir) / "labels.json").read_text())
-    model, _ = load_base(base_name, device="cpu", dtype=torch.float32)
+    model, tokenizer = load_base(base_name, device="cpu", dtype=torch.float32)
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    return model.eval(), tokenizer, base_name, labels
+
+
+def merged_state(adapter_dir, *, base_name: str | None = None):
+    """(state dict of base + adapter merged, transformers config, base model name, labels), float32 on the CPU."""
+    model, _, base_name, labels = merged_model(adapter_dir, base_name=base_name)
     return model.state_dict(), model.config, base_name, labels
+
+
+def calibration_hessians(model, tokenizer, labels, weight_names: set[str]) -> dict:
+    """{transformers weight name: H of its layer's inputs} over the first training reviews of the
+    bundled set, rendered in the classifier's prompt: what calibrated rounding weighs errors by.
+    Training reviews only, so an export's agreement measured on the test split is not tuned to it."""
+    from .data import load_bundled
+    from .gguf_quant import CALIBRATION_REVIEWS, input_hessians
+    from .prompt import render_prompt
+
+    prompts = [render_prompt(tokenizer, e.text, labels) for e in load_bundled("reviews").train[:CALIBRATION_REVIEWS]]
+    modules = {name.removesuffix(".weight") for name in weight_names}
+    return {name + ".weight": h for name, h in input_hessians(model, tokenizer, prompts, modules).items()}
 
 
 def export_merged(adapter_dir, out, *, quant: str = DEFAULT_QUANT, base_name: str | None = None,
@@ -170,12 +190,18 @@ def export_merged(adapter_dir, out, *, quant: str = DEFAULT_QUANT, base_name: st
     if quant in K_QUANTS:
         return _export_k_quant(adapter_dir, Path(out), quant=quant, base_name=base_name, progress=progress)
     progress(0.02, "merging the adapter into the base model")
-    state, config, base_name, labels = merged_state(adapter_dir, base_name=base_name)
+    model, tokenizer, base_name, labels = merged_model(adapter_dir, base_name=base_name)
+    state, config = model.state_dict(), model.config
     _check_llama(config)
     import gguf
 
     name_map = gguf.TensorNameMap(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
-    kept = {} if quant == "f16" else _packaged_tensors(base_name, adapted_weights(adapter_dir))
+    adapted = adapted_weights(adapter_dir)
+    kept = {} if quant == "f16" else _packaged_tensors(base_name, adapted)
+    hessians = {}
+    if kept:  # the tensors LoRA changed are rounded again: calibrate that rounding
+        progress(0.04, "measuring the changed layers' inputs on training reviews")
+        hessians = calibration_hessians(model, tokenizer, labels, adapted)
     arrays: dict[str, tuple[np.ndarray, str]] = {}
     names = [n for n in state if not (n == "lm_head.weight" and config.tie_word_embeddings)]
     for i, hf_name in enumerate(names):
@@ -187,7 +213,7 @@ def export_merged(adapter_dir, out, *, quant: str = DEFAULT_QUANT, base_name: st
             continue
         data = _llama_cpp_layout(gguf_name, state[hf_name].float().numpy(), config)
         kind = tensor_type(gguf_name, data.shape, quant)
-        arrays[gguf_name] = (_encode(data, kind), kind)
+        arrays[gguf_name] = (_encode(data, kind, hessians.get(hf_name)), kind)
         progress(0.05 + 0.85 * (i + 1) / len(names), f"quantizing {gguf_name} to {kind}")
     n_kept = sum(1 for n in names if n in kept)
     writer_setup = lambda w: _write_model_metadata(w, config, base_name, labels, quant, n_kept)  # noqa: E731
@@ -262,9 +288,13 @@ def _llama_cpp_layout(gguf_name: str, data: np.ndarray, config) -> np.ndarray:
     return data
 
 
-def _encode(data: np.ndarray, kind: str) -> np.ndarray:
+def _encode(data: np.ndarray, kind: str, hessian=None) -> np.ndarray:
     import gguf
 
+    from .gguf_quant import GRIDS, quantize_calibrated
+
+    if hessian is not None and kind in GRIDS:
+        return quantize_calibrated(data, hessian, kind)
     if kind == "F32":
         return np.ascontiguousarray(data, dtype=np.float32)
     if kind == "F16":

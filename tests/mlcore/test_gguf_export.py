@@ -265,16 +265,16 @@ def test_the_bundle_holds_the_gguf_modelfile_and_readme(tiny_q8, tokenizer, tmp_
 
 @pytest.fixture(scope="module")
 def default_adapter(tmp_path_factory, reviews):
-    """A real (short) LoRA fine-tune of the default model: 4 steps of 8 reviews, one torch thread."""
-    import torch
-
+    """The default lab's adapter: its configuration over the whole training split, validated on
+    16 reviews at each epoch's end. Agreement depends on how decided the classifier is, so it is
+    measured on the kind learners export: a 4-step adapter leaves many test reviews on a near-tie
+    that any rounding flips (q8_0 97.4%, q4_0 80.6% with nearest rounding)."""
     from mlcore.data import Dataset
     from mlcore.train import TrainConfig, train
 
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("default-adapter")
-    small = Dataset("small", reviews.labels, reviews.train[:32], reviews.validation[:4], reviews.test[:4])
-    train(TrainConfig(max_steps=4, epochs=1, device="cpu", learning_rate=2e-3), small, out)
+    dataset = Dataset("reviews", reviews.labels, reviews.train, reviews.validation[:16], reviews.test[:4])
+    train(TrainConfig(eval_every=0, device="cpu"), dataset, out)
     return out
 
 
@@ -293,14 +293,13 @@ def packaged_tensors():
     return read(packaged_gguf(get_spec(DEFAULT_BASE_MODEL)))[1]
 
 
-# Issue 13 asks for 99% agreement at q8_0 and 95% at q4_0. The base model ships as Q4_1 and our
+# Issue 13's floors: 99% agreement at q8_0 and 95% at q4_0. The base model ships as Q4_1 and our
 # torch model is those weights dequantized, so q8_0/q4_0 files copy every tensor the adapter left
-# alone byte for byte from the packaged GGUF and quantize only the blocks LoRA changed. Measured
-# on this test's adapter (README "How faithful"): q8_0 97.4% here and 96.3% in llama.cpp; q4_0
-# 80.6% and 83.8% (the LoRA update is smaller than one 4-bit step). The floors guard against a
-# regression without claiming the issue's numbers; f16 checks that the file is the model exactly.
+# alone byte for byte from the packaged GGUF and round only the blocks LoRA changed, by GPTQ
+# (mlcore/gguf_quant.py). Measured on a default-lab adapter (README "How faithful"): q8_0 100%,
+# q4_0 98.1%; nearest rounding gave 95.4% at q4_0. f16 checks that the file is the model exactly.
 @pytest.mark.slow
-@pytest.mark.parametrize("quant, floor", [("f16", 0.99), ("q8_0", 0.95), ("q4_0", 0.75)])
+@pytest.mark.parametrize("quant, floor", [("f16", 0.99), ("q8_0", 0.99), ("q4_0", 0.95)])
 def test_the_default_model_export_agrees_with_the_torch_classifier(default_adapter, torch_labels, reviews, tokenizer,
                                                                       packaged_tensors, tmp_path, quant, floor):
     from mlcore.gguf_classify import load_gguf_classifier
