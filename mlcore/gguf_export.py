@@ -1,8 +1,9 @@
 """Export a trained classifier as GGUF for llama.cpp and Ollama.
 
 Two files can be written, both in llama.cpp's own conventions:
-- the merged model (base + LoRA folded in: W + B·A·alpha/r), at f16, q8_0 or q4_0, quantized
-  by the `gguf` package's reference quantizers (the same block formats llama.cpp reads);
+- the merged model (base + LoRA folded in: W + B·A·alpha/r), at f16, q8_0 or q4_0, in the
+  block formats llama.cpp reads (the LoRA-changed tensors of a packaged base rounded by GPTQ,
+  mlcore/gguf_quant.py; other quantized tensors by the `gguf` package's reference quantizers);
 - the adapter alone, for `llama-cli --lora` on top of a GGUF of the same base model.
 
 Where the pieces come from:
