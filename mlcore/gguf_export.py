@@ -164,12 +164,6 @@ def merged_model(adapter_dir, *, base_name: str | None = None):
     return model.eval(), tokenizer, base_name, labels
 
 
-def merged_state(adapter_dir, *, base_name: str | None = None):
-    """(state dict of base + adapter merged, transformers config, base model name, labels), float32 on the CPU."""
-    model, _, base_name, labels = merged_model(adapter_dir, base_name=base_name)
-    return model.state_dict(), model.config, base_name, labels
-
-
 def calibration_hessians(model, tokenizer, labels, weight_names: set[str]) -> dict:
     """{transformers weight name: H of its layer's inputs} over the first training reviews of the
     bundled set, rendered in the classifier's prompt: what calibrated rounding weighs errors by.

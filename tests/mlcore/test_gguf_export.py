@@ -135,7 +135,7 @@ def test_q_and_k_rows_are_permuted_and_transformers_gguf_loader_undoes_it(tiny_a
 
     from mlcore.registry import TINY_SHAPE
 
-    state, *_ = gguf_export.merged_state(tiny_adapter)
+    state = gguf_export.merged_model(tiny_adapter)[0].state_dict()
     out = gguf_export.export_merged(tiny_adapter, tmp_path / "tiny-f16.gguf", quant="f16")
     _, tensors = read(out.path)
     k = np.asarray(tensors["blk.0.attn_k.weight"].data, dtype=np.float32)
