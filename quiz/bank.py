@@ -23,7 +23,7 @@ CURATED_FILE = Path(settings.BASE_DIR) / "quiz" / "curated.yaml"
 
 SLUG_RE = re.compile(r"^[a-z0-9-]{3,80}$")
 REQUIRED = ("slug", "title", "kind", "difficulty", "topics", "very_often", "status", "hint", "rubric")
-OPTIONAL = ("lab", "choices", "answer", "tolerance", "unit")
+OPTIONAL = ("lab", "choices", "answer", "tolerance", "unit", "follow_ups")
 CHOICE_KEYS = {"text", "correct", "explanation"}
 _QUESTION_RE = re.compile(r"^## Question[ \t]*$", re.MULTILINE)
 _ANSWER_RE = re.compile(r"^## Answer[ \t]*$", re.MULTILINE)
@@ -111,6 +111,7 @@ class QuestionData:
     numeric_answer: float | None = None
     tolerance: float | None = None
     unit: str = ""
+    follow_ups: list[str] = field(default_factory=list)
     path: str = ""
 
     def canonical(self) -> dict:
@@ -120,6 +121,7 @@ class QuestionData:
             "hint": self.hint, "rubric": list(self.rubric), "prompt": self.prompt, "answer": self.answer,
             "choices": [{"text": c["text"], "correct": c["correct"], "explanation": c["explanation"]} for c in self.choices],
             "numeric_answer": self.numeric_answer, "tolerance": self.tolerance, "unit": self.unit,
+            "follow_ups": list(self.follow_ups),
         }
 
 
@@ -215,11 +217,30 @@ def validate_question(path: Path, meta: dict, prompt: str, answer: str) -> Quest
 
     data = QuestionData(slug=slug, title=title, kind=kind, difficulty=difficulty, topics=list(topics),
                         very_often=meta["very_often"], status=status, hint=hint, rubric=[r.strip() for r in rubric],
-                        prompt=prompt, answer=answer, lab=lab, path=str(path))
+                        prompt=prompt, answer=answer, lab=lab, follow_ups=_follow_ups(path, meta), path=str(path))
     _validate_kind_fields(path, meta, data)
     _check_code_blocks(path, "## Question", prompt)
     _check_code_blocks(path, "## Answer", answer)
     return data
+
+
+def _follow_ups(path, meta: dict) -> list[str]:
+    """What an interviewer asks after the answer. Only open questions have them: a choice or a number
+    is graded as it stands, and a follow-up there would have no model answer to compare with."""
+    if "follow_ups" not in meta:
+        return []
+    value = meta["follow_ups"]
+    if meta.get("kind") != Kind.OPEN:
+        raise BankError(path, "follow_ups", f"only open questions have follow-ups, this one is {meta.get('kind')}")
+    if not isinstance(value, list) or not value:
+        raise BankError(path, "follow_ups", "must be a non-empty list of strings (leave the field out for none)")
+    for number, item in enumerate(value, 1):
+        if not isinstance(item, str) or not item.strip():
+            raise BankError(path, "follow_ups", f"item {number} must be a non-empty string, got {item!r}")
+    cleaned = [item.strip() for item in value]
+    if len(set(cleaned)) != len(cleaned):
+        raise BankError(path, "follow_ups", "lists the same follow-up twice")
+    return cleaned
 
 
 def _validate_kind_fields(path, meta: dict, data: QuestionData) -> None:
@@ -387,6 +408,9 @@ def render_question_file(data: dict) -> str:
         out += [f"answer: {_number_text(data['numeric_answer'])}", f"tolerance: {_number_text(data['tolerance'])}"]
         if data["unit"]:
             out.append(f"unit: {_quoted(data['unit'])}")
+    if data["follow_ups"]:
+        out.append("follow_ups:")
+        out += [f"  - {_quoted(item)}" for item in data["follow_ups"]]
     front = "\n".join(out) + "\n"
     if not _front_matter_matches(front, data):
         # Belt and braces: never write a file that would load differently; PyYAML's own output always does.
@@ -406,6 +430,8 @@ def _meta(data: dict) -> dict:
         meta["answer"], meta["tolerance"] = data["numeric_answer"], data["tolerance"]
         if data["unit"]:
             meta["unit"] = data["unit"]
+    if data["follow_ups"]:
+        meta["follow_ups"] = list(data["follow_ups"])
     return meta
 
 

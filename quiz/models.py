@@ -49,6 +49,10 @@ class Question(models.Model):
     numeric_answer = models.FloatField(null=True, blank=True)
     tolerance = models.FloatField(null=True, blank=True, help_text="Absolute tolerance for numeric answers.")
     unit = models.CharField(max_length=60, blank=True)
+    # What an interviewer asks next once the learner has answered (open questions; the mock
+    # interview picks one). Plain strings, in the order the bank file lists them.
+    follow_ups = models.JSONField(default=list, blank=True,
+                                  help_text="Follow-up questions an interviewer may ask after the answer.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

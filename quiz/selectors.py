@@ -11,7 +11,7 @@ from quiz.vocab import TOPICS, topic_label
 
 # Fields of a question that the bank files hold, besides its slug and choices.
 QUESTION_FIELDS = ("title", "kind", "difficulty", "topics", "very_often", "lab", "status", "hint", "rubric",
-                   "prompt", "answer", "numeric_answer", "tolerance", "unit")
+                   "prompt", "answer", "numeric_answer", "tolerance", "unit", "follow_ups")
 
 
 # --- the bank ----------------------------------------------------------------------------------
@@ -20,6 +20,7 @@ def question_canonical(question: Question) -> dict:
     """The DB row in the same shape as QuestionData.canonical(), to compare and to export."""
     data = {"slug": question.slug, **{name: getattr(question, name) for name in QUESTION_FIELDS}}
     data["topics"], data["rubric"] = list(question.topics), list(question.rubric)
+    data["follow_ups"] = list(question.follow_ups or [])
     data["choices"] = [{"text": c.text, "correct": c.correct, "explanation": c.explanation}
                        for c in question.choices.all()]
     return data

@@ -64,6 +64,17 @@ def bad_bank_error(tmp_path, name: str, text: str) -> str:
     ("runnable-bash.md", VALID_FILE.format(slug="runnable-bash").replace(
         "The rank of the low-rank update **BA**.", "```{.bash .runnable}\nls\n```"),
      "## Answer", "marked runnable but is not python"),
+    ("follow-up-not-a-list.md", VALID_FILE.format(slug="follow-up-not-a-list").replace(
+        "status: published", "status: published\nfollow_ups: Why not r=8?"), "follow_ups", "non-empty list of strings"),
+    ("follow-up-empty-item.md", VALID_FILE.format(slug="follow-up-empty-item").replace(
+        "status: published", 'status: published\nfollow_ups: ["Why not r=8?", "  "]'),
+     "follow_ups", "item 2 must be a non-empty"),
+    ("follow-up-number.md", VALID_FILE.format(slug="follow-up-number").replace(
+        "status: published", "status: published\nfollow_ups: [16]"), "follow_ups", "item 1 must be a non-empty string, got 16"),
+    ("follow-up-on-numeric.md", NUMERIC_FILE.format(slug="follow-up-on-numeric").replace(
+        "answer: 64\n", "answer: 64\nfollow_ups: [Explain it]\n"), "follow_ups", "only open questions have follow-ups"),
+    ("follow-up-twice.md", VALID_FILE.format(slug="follow-up-twice").replace(
+        "status: published", "status: published\nfollow_ups: [Explain it, Explain it]"), "follow_ups", "same follow-up twice"),
 ])
 def test_a_bad_file_names_the_file_and_field_and_writes_nothing(tmp_path, db, name, text, field, reason):
     output = bad_bank_error(tmp_path, name, text)
@@ -157,6 +168,24 @@ def test_round_trip_load_export_load_changes_nothing(good_bank, tmp_path, db):
     original, _ = read_bank(good_bank)
     assert not errors
     assert [q.canonical() for q in exported] == [q.canonical() for q in original]
+
+
+def test_follow_ups_load_in_order_and_survive_export(tmp_path, db):
+    text = VALID_FILE.format(slug="lora-rank-r16-meaning").replace(
+        "status: published", 'status: published\nfollow_ups:\n  - "Why not r=8?"\n  - "  What does alpha do then?  "')
+    bank = write_bank(tmp_path / "bank", {"lora-rank-r16-meaning.md": text})
+    run("--path", str(bank))
+    assert Question.objects.get().follow_ups == ["Why not r=8?", "What does alpha do then?"]
+    call_command("export_bank", "--out", str(tmp_path / "out"), stdout=io.StringIO())
+    exported = (tmp_path / "out" / "lora-rank-r16-meaning.md").read_text()
+    assert 'follow_ups:\n  - "Why not r=8?"\n  - "What does alpha do then?"\n' in exported
+    out, _ = run("--path", str(tmp_path / "out"))
+    assert "0 created, 0 updated, 1 unchanged" in out
+
+
+def test_a_question_without_follow_ups_gets_an_empty_list(good_bank, db):
+    run("--path", str(good_bank))
+    assert [q.follow_ups for q in Question.objects.order_by("slug")] == [[], [], []]
 
 
 def test_round_trip_on_the_real_bank_is_a_no_op(tmp_path, db):
