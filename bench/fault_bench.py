@@ -3,6 +3,7 @@ gpu + default workers, beat) on free loopback ports, a fresh SQLite database, th
 and few steps, and then the faults and loads of issue 11.
 
     .venv/bin/python bench/fault_bench.py [--json FILE] [--only redis_kill,worker_kill,...]
+    .venv/bin/python bench/fault_bench.py --smoke     # seconds: does the bench still run? (make test)
 
 Sections (each prints one table row; --json writes them all):
 - redis_kill: kill -9 Redis with 3 runs queued and 1 running; the supervisor restarts it.
@@ -37,14 +38,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-TINY = dict(base_model="tiny-test", dataset="reviews", epochs=1, batch_size=8, train_limit=16, learning_rate=0.01,
-            eval_every=0, max_length=128, lora_r=8, lora_alpha=16, lora_dropout=0.05, target_modules=["q_proj", "v_proj"],
-            grad_accum=1, warmup_ratio=0.1, schedule="linear", mask_prompt="on", seed=0)
+from bench.smoke import TINY_RUN  # noqa: E402
+
+# What this bench changes from the training defaults; launch_form() adds every other field.
+TINY = dict(TINY_RUN, lora_r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
 # A learner's pause before each action in quiz_load: 1-3 s, uniformly drawn (seeded). Faster than
 # a person reads a question or types an answer; one action = one request, as the browser sends them
 # (the autosave fires 800 ms after typing stops).
 THINK_S = (1.0, 3.0)
 SECTIONS = ("redis_kill", "worker_kill", "web_restart", "stream_viewers", "quiz_load", "fuzz", "fairness")
+# --smoke: one stack, a tiny run followed by a few viewers and a short quiz load (~30 s); it
+# proves the launch form, the stack and the sockets still work, not any figure.
+SMOKE = {"stream_viewers": dict(n=3, epochs=2), "quiz_load": dict(users=4, seconds=3, think_s=(0.05, 0.2))}
 
 
 def free_port() -> int:
@@ -167,6 +172,27 @@ def http_for(stack: Stack, who: dict):
                         headers={"Referer": f"http://{stack.address}/"}, timeout=60)
 
 
+def launch_form(**overrides) -> dict:
+    """What a browser posts from the launch form: every setting the form shows, at TrainConfig's
+    default unless TINY or `overrides` say otherwise. Built from the form's own field list, so a
+    setting added later is posted too (a hand-written payload went stale when lora_top_blocks came)."""
+    from labs.forms import FORM_CONFIG_FIELDS
+    from mlcore.train import TrainConfig
+
+    values = {**TrainConfig().to_dict(), **TINY, **overrides}
+    data = {}
+    for field in FORM_CONFIG_FIELDS:
+        value = values[field.name]
+        if field.kind == "bool":
+            if value:  # an unticked checkbox posts nothing
+                data[field.name] = "on"
+        elif value is None:
+            data[field.name] = ""
+        else:
+            data[field.name] = list(value) if field.kind == "tuple" else value
+    return data
+
+
 def launch(stack: Stack, who: dict, lab: str = "sentiment-lora", **overrides) -> list[int]:
     """POST the launch form like a browser; the ids of the runs it created."""
     from labs.models import Run
@@ -174,7 +200,8 @@ def launch(stack: Stack, who: dict, lab: str = "sentiment-lora", **overrides) ->
     before = set(Run.objects.filter(owner=who["user"]).values_list("pk", flat=True))
     with http_for(stack, who) as http:
         http.get("/labs/")  # (sets the CSRF cookie)
-        response = http.post(f"/labs/{lab}/launch/", data={**TINY, **overrides, "csrfmiddlewaretoken": http.cookies["csrftoken"]})
+        data = {**launch_form(**overrides), "csrfmiddlewaretoken": http.cookies["csrftoken"]}
+        response = http.post(f"/labs/{lab}/launch/", data=data)
     if response.status_code != 302:
         raise RuntimeError(f"launch refused ({response.status_code}): {response.text[-1500:]}")
     return sorted(set(Run.objects.filter(owner=who["user"]).values_list("pk", flat=True)) - before)
@@ -341,9 +368,9 @@ def section_web_restart(stack: Stack) -> dict:
     return {"missing_events": missing, "duplicate_events": duplicate}
 
 
-def section_stream_viewers(stack: Stack, n: int = 100) -> dict:
+def section_stream_viewers(stack: Stack, n: int = 100, epochs: int = 10) -> dict:
     who = learner("stream", stack)
-    (run_id,) = launch(stack, who, epochs=10)
+    (run_id,) = launch(stack, who, epochs=epochs)
     viewers = Viewers(stack, who, [run_id], timeout=300, copies=n)
     wait_until(lambda: finished([run_id]), 300, "the run")
     received = viewers.join(timeout=120)
@@ -351,7 +378,7 @@ def section_stream_viewers(stack: Stack, n: int = 100) -> dict:
     return {"viewers": n, "complete": sum(1 for _, seqs in received if seqs == stored), "events": len(stored)}
 
 
-def section_quiz_load(stack: Stack, users: int = 50, seconds: float = 30) -> dict:
+def section_quiz_load(stack: Stack, users: int = 50, seconds: float = 30, think_s: tuple = THINK_S) -> dict:
     import httpx
 
     from quiz.models import Quiz
@@ -380,7 +407,7 @@ def section_quiz_load(stack: Stack, users: int = 50, seconds: float = 30) -> dic
             pause = random.Random(who["cookie"])
 
             async def think():
-                await asyncio.sleep(pause.uniform(*THINK_S))
+                await asyncio.sleep(pause.uniform(*think_s))
 
             await think()  # learners arrive over a few seconds, not in the same millisecond
             await call("GET", "/quiz/quizzes/")  # (sets the CSRF cookie)
@@ -444,9 +471,10 @@ def section_fairness(stack: Stack, learners: int = 5) -> dict:
 # --- main ------------------------------------------------------------------------------------
 
 
-def run_sections(only: set[str]) -> dict:
+def run_sections(only: set[str], smoke: bool = False) -> dict:
     results: dict[str, dict] = {}
     single = [s for s in ("redis_kill", "worker_kill", "web_restart", "stream_viewers", "quiz_load") if s in only]
+    sizes = SMOKE if smoke else {}
     if single:
         stack = Stack(gpu_workers=1)
         stack.prepare()
@@ -454,7 +482,7 @@ def run_sections(only: set[str]) -> dict:
         try:
             for name in single:
                 started = time.monotonic()
-                results[name] = _guard(lambda name=name: globals()[f"section_{name}"](stack))
+                results[name] = _guard(lambda name=name: globals()[f"section_{name}"](stack, **sizes.get(name, {})))
                 print(f"{name:15} {json.dumps(results[name])}  ({time.monotonic() - started:.0f} s)", flush=True)
         finally:
             stack.stop()
@@ -494,15 +522,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated, from {', '.join(SECTIONS)}")
+    parser.add_argument("--smoke", action="store_true", help=f"seconds, not figures: {', '.join(SMOKE)} at toy sizes")
     args = parser.parse_args(argv)
-    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    only = set(SMOKE) if args.smoke else {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = only - set(SECTIONS)
     if unknown:
         parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
-    results = run_sections(only)
+    results = run_sections(only, smoke=args.smoke)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+    return 1 if any("error" in row for row in results.values()) else 0
 
 
 if __name__ == "__main__":
