@@ -238,3 +238,13 @@ def test_curated_quizzes_round_trip_through_export(good_bank, tmp_path, db):
     call_command("export_bank", "--out", str(tmp_path / "out"), "--curated-out", str(exported), stdout=io.StringIO())
     out, _ = run("--path", str(tmp_path / "out"), "--curated", str(exported))
     assert "curated quizzes: 0 created, 0 updated, 1 unchanged" in out
+
+
+def test_at_least_forty_open_questions_carry_follow_ups_for_the_mock_interview():
+    questions, errors = read_bank(BANK_DIR)
+    assert not errors, errors
+    with_follow_ups = [q for q in questions if q.follow_ups]
+    assert all(q.kind == "open" for q in with_follow_ups)
+    assert len(with_follow_ups) >= 40, len(with_follow_ups)
+    # A follow-up is a question of its own, not a restatement of the prompt.
+    assert all(item.endswith("?") or item.endswith(".") for q in with_follow_ups for item in q.follow_ups)
