@@ -1,6 +1,7 @@
 """API benchmark: POST /api/classify end to end against a real Daphne server.
 
     .venv/bin/python bench/api_bench.py --adapter var/bench/adapter --requests 64 --json out.json
+    .venv/bin/python bench/api_bench.py --smoke     # the tiny test model, 4 requests: seconds (make test)
 
 Sets up a throwaway world under a temporary folder (SQLite database, an embedded Redis, a user,
 an API token, a succeeded run whose artifact is the given adapter), starts Daphne on it, and
@@ -100,7 +101,13 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=64, help="requests per measurement")
     parser.add_argument("--threads", type=int, default=0, help="TUNELAB_INFERENCE_THREADS for the server (0 = torch default)")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--smoke", action="store_true", help="a tiny-model adapter and 4 requests: does the bench still run?")
     args = parser.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="tunelab-api-bench-"))
+    if args.smoke:
+        from bench.smoke import tiny_adapter
+
+        args.adapter, args.requests = tiny_adapter(tmp / "adapter"), 4
     adapter = Path(args.adapter)
     if not (adapter / "adapter_config.json").exists():
         parser.error(f"{adapter} holds no adapter: train one (bench/infer_bench.py --train-quick) or pass --adapter")
@@ -109,7 +116,6 @@ def main(argv=None) -> int:
     from scripts.redis_server import RedisServer, free_port
 
     texts = [e.text for e in load_bundled("reviews").test]
-    tmp = Path(tempfile.mkdtemp(prefix="tunelab-api-bench-"))
     redis = RedisServer(port=free_port(), data_dir=tmp / "redis", persist=False)
     redis.start()
     port = free_port()

@@ -1,6 +1,7 @@
 """Fuzz the API with generated malformed requests; count 5xx and non-JSON answers.
 
     .venv/bin/python bench/fault_fuzz.py [--requests 1200] [--seed 0] [--json FILE]
+    .venv/bin/python bench/fault_fuzz.py --smoke      # 60 requests, seconds (make test runs it)
 
 Starts what the API needs on free loopback ports, in production mode (DEBUG off): an embedded
 Redis (the rate limiter) and Daphne on a fresh SQLite database with one learner and an API
@@ -260,9 +261,13 @@ def fuzz_section(*, n: int = 1200, seed: int = 0) -> dict:
     """Start Redis + Daphne on free loopback ports (fresh database, production mode), fuzz, stop."""
     import httpx
 
+    from mlcore.paths import models_dir
     from scripts.redis_server import RedisServer
 
     tmp = Path(tempfile.mkdtemp(prefix="tunelab-fuzz-"))
+    if models_dir().is_dir():  # the model caches are only read here and slow to build: share this checkout's
+        (tmp / "var").mkdir()
+        (tmp / "var" / "models").symlink_to(models_dir().resolve(), target_is_directory=True)
     redis = RedisServer(port=_free_port(), data_dir=tmp / "redis", persist=False)
     redis.start()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")},
@@ -308,8 +313,9 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=1200, help="generated requests (spread over the 3 endpoints)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the result to this JSON file")
+    parser.add_argument("--smoke", action="store_true", help="60 requests: does the bench still run? (make test)")
     args = parser.parse_args(argv)
-    result = fuzz_section(n=args.requests, seed=args.seed)
+    result = fuzz_section(n=60 if args.smoke else args.requests, seed=args.seed)
     print(f"{'requests':>9} {'5xx':>5} {'non-JSON':>9} {'dropped':>8} {'seconds':>8}   (floors: 5xx 0, non-JSON 0)")
     print(f"{result['requests']:9} {result['5xx']:5} {result['non_json']:9} {result['transport_errors']:8} {result['seconds']:8}")
     print("by status:", ", ".join(f"{k}: {v}" for k, v in result["by_status"].items()))

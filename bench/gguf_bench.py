@@ -3,6 +3,10 @@
     make llama-cpp                                   # once: llama-cpp-python built from its sdist
     .venv/bin/python bench/gguf_bench.py --json var/bench/gguf.json
     .venv/bin/python bench/gguf_bench.py --adapter var/runs/run-12 --threads 2
+    .venv/bin/python bench/gguf_bench.py --smoke    # the tiny test model, q8_0, 4 reviews: seconds (make test)
+
+--smoke runs the llama.cpp row only where llama-cpp-python is installed (make llama-cpp); without
+it the export still runs and its file is checked to be a GGUF, so a broken exporter still fails.
 
 One process, one machine, the same fine-tuned adapter and the same reviews (the bundled test
 split):
@@ -77,7 +81,7 @@ def load_runtimes(adapter: Path, files: dict[str, Path], threads: int, lora: Pat
     import torch
 
     from mlcore.classify import load_classifier
-    from mlcore.gguf_classify import LlamaCppClassifier
+    from mlcore.gguf_classify import LlamaCppClassifier, llama_cpp_available
 
     torch.set_num_threads(threads)
     runtimes = {}
@@ -85,6 +89,8 @@ def load_runtimes(adapter: Path, files: dict[str, Path], threads: int, lora: Pat
     runtimes["torch (ours)"] = {"classifier": load_classifier(None, adapter, device="cpu"), "file_mb": None}
     runtimes["torch (ours)"]["resident_mb"] = rss_mb() - before
     labels = runtimes["torch (ours)"]["classifier"].labels
+    if files and not llama_cpp_available():  # (only --smoke gets here without it)
+        return runtimes
     for quant, path in files.items():
         before = rss_mb()
         classifier = LlamaCppClassifier(path, labels, n_threads=threads, max_batch=32)
@@ -163,15 +169,41 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="only the first N test reviews")
     parser.add_argument("--no-lora", action="store_true", help="skip the packaged base + --lora adapter row")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--smoke", action="store_true", help="a tiny-model adapter, q8_0, 4 reviews: does the bench still run?")
     args = parser.parse_args()
 
+    from mlcore.paths import var_dir
+
+    if args.smoke:
+        import tempfile
+
+        from bench.smoke import tiny_adapter
+
+        with tempfile.TemporaryDirectory(prefix="tunelab-gguf-smoke-") as tmp:
+            args.adapter, args.quants, args.no_lora, args.limit, args.threads = tiny_adapter(Path(tmp) / "adapter"), \
+                "q8_0", True, 4, 1
+            bench(args, Path(tmp) / "gguf")
+    else:
+        bench(args, var_dir() / "bench" / "gguf")
+
+
+def bench(args, gguf_dir: Path) -> None:
     from bench.infer_bench import train_quick
     from mlcore.data import load_bundled
+    from mlcore.gguf_classify import llama_cpp_available
     from mlcore.paths import var_dir
 
     adapter = args.adapter or train_quick(var_dir() / "bench" / "adapter", "cpu")
-    files = export_files(adapter, args.quants.split(","), var_dir() / "bench" / "gguf")
-    lora = None if args.no_lora else export_adapter_file(adapter, var_dir() / "bench" / "gguf")
+    files = export_files(adapter, args.quants.split(","), gguf_dir)
+    for path in files.values():
+        with open(path, "rb") as f:
+            if f.read(4) != b"GGUF":
+                sys.exit(f"{path} is not a GGUF file")
+    if not llama_cpp_available():
+        if not args.smoke:
+            sys.exit("llama-cpp-python is not installed: make llama-cpp")
+        print("llama-cpp-python is not installed: the llama.cpp rows are left out (make llama-cpp)")
+    lora = None if args.no_lora else export_adapter_file(adapter, gguf_dir)
     runtimes = load_runtimes(adapter, files, args.threads, lora)
     test = load_bundled("reviews").test[: args.limit]
     texts, gold = [e.text for e in test], [e.label for e in test]

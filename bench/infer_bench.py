@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/infer_bench.py --adapter var/runs/12            # a trained run's adapter
     .venv/bin/python bench/infer_bench.py --json out.json      # var/bench/adapter, trained first if missing
+    .venv/bin/python bench/infer_bench.py --smoke              # the tiny test model, 4 reviews: seconds (make test)
 
 Both methods use the same base model (SmolLM2-135M-Instruct), the same fine-tuned LoRA adapter
 and the same reviews (the bundled test split), in one process on one machine:
@@ -194,13 +195,13 @@ def print_table(r: dict) -> None:
     print(f"{r['n_reviews']} reviews, {r['base_model']} + adapter, {r['dtype']} on {r['device']}, torch {r['torch']}, "
           f"{r['torch_threads']} threads, "
           f"load average {r['load_avg_1min']:.1f} at the end")
-    print(f"{'':32} {'reviews/s':>10} {'p50 ms':>9} {'p95 ms':>9} {'speedup':>8}")
+    print(f"{'':35} {'reviews/s':>10} {'p50 ms':>9} {'p95 ms':>9} {'speedup':>8}")
     for batch in (1, 32):
         for method, label in names.items():
             row = r[f"batch{batch}"][method]
             speedup = {"ours": r[f"speedup_batch{batch}"], "generic": r[f"speedup_batch{batch}_transformers_forward"]}.get(method)
             cell = f"x{speedup:.2f}" if speedup else ""
-            print(f"batch {batch:<2} {label:23} {row['reviews_per_s']:10.1f} {row['p50_ms']:9.1f} {row['p95_ms']:9.1f} {cell:>8}")
+            print(f"batch {batch:<2} {label:26} {row['reviews_per_s']:10.1f} {row['p50_ms']:9.1f} {row['p95_ms']:9.1f} {cell:>8}")
     print(
         f"agreement with the reference (where it gave a valid label, {r['reference_valid']:.1%} of reviews): "
         f"ours {r['agreement']:.4f}, ours with transformers forward {r['agreement_transformers_forward']:.4f}; "
@@ -217,8 +218,18 @@ def main(argv=None) -> int:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="cpu: float32 (default); cuda: bfloat16 on the GPU, both methods")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--smoke", action="store_true", help="a tiny-model adapter and 4 reviews: does the bench still run?")
     args = parser.parse_args(argv)
-    results = run(args)
+    if args.smoke:
+        import tempfile
+
+        from bench.smoke import tiny_adapter
+
+        with tempfile.TemporaryDirectory(prefix="tunelab-infer-smoke-") as tmp:
+            args.adapter, args.n, args.device = str(tiny_adapter(Path(tmp))), 4, "cpu"
+            results = run(args)
+    else:
+        results = run(args)
     print_table(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

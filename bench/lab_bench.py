@@ -3,6 +3,7 @@
     .venv/bin/python bench/lab_bench.py                       # against 84d1e7a, on the CPU
     .venv/bin/python bench/lab_bench.py --ref 84d1e7a --repeat 2 --json var/bench/lab.json
     .venv/bin/python bench/lab_bench.py --device cuda --ref none   # this tree only, on a GPU
+    .venv/bin/python bench/lab_bench.py --smoke        # this tree, the preset on the tiny test model: seconds
 
 What one run times, for each tree: a fresh Python process, as the lab's Celery worker child
 is, that imports the tree's mlcore, loads the default lab's preset from that tree's
@@ -48,7 +49,8 @@ from mlcore.train import TrainConfig, train
 
 text = open("labs/catalog/01-sentiment-lora.md", encoding="utf-8").read()
 preset = yaml.safe_load(text.split("---")[1])["preset"]
-config = TrainConfig.from_dict({**preset, "zero_shot": True, "device": sys.argv[3] or None})
+smoke = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
+config = TrainConfig.from_dict({**preset, "zero_shot": True, "device": sys.argv[3] or None, **smoke})
 first = []
 def report(event):
     if event["type"] == "step" and not first:
@@ -73,14 +75,15 @@ def reference_tree(ref: str) -> Path:
     return tree
 
 
-def run_lab(tree: Path, device: str) -> dict:
+def run_lab(tree: Path, device: str, overrides: dict | None = None) -> dict:
     with tempfile.TemporaryDirectory(dir=ROOT / "var") as out:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         launched = time.time()
         # Both trees read base models from this checkout's var/models (no cache build is timed).
         env = os.environ | {"TUNELAB_VAR_DIR": os.environ.get("TUNELAB_VAR_DIR") or str(ROOT / "var")}
         proc = subprocess.run(
-            [sys.executable, "-c", CHILD, repr(launched), out, device], cwd=tree, capture_output=True, text=True, env=env
+            [sys.executable, "-c", CHILD, repr(launched), out, device, *([json.dumps(overrides)] if overrides else [])],
+            cwd=tree, capture_output=True, text=True, env=env,
         )
         results_s = time.time() - launched
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -117,7 +120,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each tree, alternating")
     parser.add_argument("--device", default="", help='"cpu", "cuda" or empty (automatic, as the lab does)')
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--smoke", action="store_true", help="this tree only, the tiny test model: does the bench still run?")
     args = parser.parse_args()
+    overrides = None
+    if args.smoke:
+        sys.path.insert(0, str(ROOT))
+        from bench.smoke import TINY_RUN
+
+        args.ref, args.repeat, args.device, overrides = "none", 1, "cpu", TINY_RUN
     ref = None if args.ref == "none" else args.ref
     trees = ([(ref, reference_tree(ref))] if ref else []) + [("current", ROOT)]
     (ROOT / "var").mkdir(exist_ok=True)
@@ -125,7 +135,7 @@ def main() -> None:
     rows = []
     for run in range(1, args.repeat + 1):
         for name, tree in trees:
-            row = run_lab(tree, args.device) | {"tree": name, "run": run, "load": os.getloadavg()[0]}
+            row = run_lab(tree, args.device, overrides) | {"tree": name, "run": run, "load": os.getloadavg()[0]}
             print(json.dumps(row), flush=True)
             rows.append(row)
     print(f"load average after: {os.getloadavg()[0]:.1f}")

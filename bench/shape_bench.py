@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/shape_bench.py --device cuda                  # batch 8, 32, 128 on a GPU
     .venv/bin/python bench/shape_bench.py --device cpu --batches 8 --steps 3 --peak-tflops 0.15
-    .venv/bin/python bench/shape_bench.py --layers 2 --batches 2 --steps 2  # smoke run
+    .venv/bin/python bench/shape_bench.py --layers 2 --batches 2 --steps 2  # fewer blocks, full width
+    .venv/bin/python bench/shape_bench.py --smoke    # a toy Qwen2 shape in a temporary folder: seconds (make test)
 
 The real Qwen2.5-0.5B-Instruct weights are not on this machine (nothing is downloaded), so the
 model has its exact shape (24 blocks, hidden 896, MLP 4864, 14 query / 2 key-value heads, vocab
@@ -42,9 +43,11 @@ QWEN_25_05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24
                    num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True, rope_theta=1_000_000.0,
                    max_position_embeddings=32768, rms_norm_eps=1e-6, hidden_act="silu")
 H200_BF16_TFLOPS = 989.0
+# --smoke: the same architecture at toy width (and Qwen's vocabulary), so the code path runs in seconds.
+SMOKE_SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
 
 
-def build_model(folder: Path, layers: int) -> None:
+def build_model(folder: Path, layers: int, shape: dict | None = None) -> None:
     """Random Qwen2.5-0.5B-shaped weights (bf16 safetensors) + SmolLM2's tokenizer in `folder`."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -52,7 +55,7 @@ def build_model(folder: Path, layers: int) -> None:
     from mlcore.registry import DEFAULT_BASE_MODEL, load_tokenizer
 
     tokenizer = load_tokenizer(DEFAULT_BASE_MODEL)
-    config = Qwen2Config(**(QWEN_25_05B | {"num_hidden_layers": layers}), bos_token_id=tokenizer.bos_token_id,
+    config = Qwen2Config(**(QWEN_25_05B | {"num_hidden_layers": layers} | (shape or {})), bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(config).to(torch.bfloat16)
@@ -133,12 +136,22 @@ def main(argv=None) -> int:
     parser.add_argument("--layers", type=int, default=QWEN_25_05B["num_hidden_layers"], help="fewer blocks: a smoke run")
     parser.add_argument("--peak-tflops", type=float, help="the device's peak (default: H200 bf16 on CUDA, none on CPU)")
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--smoke", action="store_true", help="a toy shape, 2 steps on the CPU: does the bench still run?")
     args = parser.parse_args(argv)
-
+    if args.smoke:
+        with tempfile.TemporaryDirectory(prefix="tunelab-shape-smoke-") as tmp:
+            args.device, args.batches, args.steps, args.warmup = "cpu", "2", 2, 1
+            args.layers = SMOKE_SHAPE["num_hidden_layers"]
+            build_model(Path(tmp), args.layers, SMOKE_SHAPE)
+            return bench(args, Path(tmp))
     full = args.layers == QWEN_25_05B["num_hidden_layers"]
     folder = MODEL_DIR if full else MODEL_DIR.with_name(f"{MODEL_DIR.name}-{args.layers}")
     if not (folder / "config.json").exists():
         build_model(folder, args.layers)
+    return bench(args, folder)
+
+
+def bench(args, folder: Path) -> int:
     os.environ["TUNELAB_QWEN_PATH"] = str(folder)
     peak = args.peak_tflops or (H200_BF16_TFLOPS if args.device == "cuda" else None)
     rows = [measure(int(b), args.steps, args.warmup, args.device) for b in args.batches.split(",")]
