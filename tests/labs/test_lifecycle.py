@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from labs.models import Run
+from labs.models import Run, RunEvent
 from labs.services import runs_reap
 from labs.tasks import reap_runs, train_run
 from tests.labs.conftest import make_run
@@ -16,35 +16,57 @@ def events(run):
     return list(run.events.order_by("seq").values_list("seq", "type"))
 
 
+def run_task(run_id: int) -> None:
+    """The training task, in this process. Celery's eager apply() stores an exception in its
+    result instead of raising it: throw=True re-raises, so a task that crashes fails the test
+    rather than passing for one that "did nothing"."""
+    result = train_run.apply(args=[run_id], throw=True)
+    assert result.successful() and result.get() is None
+
+
+def state(run_id: int) -> tuple[dict, list[dict]]:
+    """Every column of the run's row and every event it has: what a task that does nothing leaves as it was."""
+    row = Run.objects.filter(pk=run_id).values().get()
+    return row, list(RunEvent.objects.filter(run_id=run_id).order_by("seq").values("seq", "type", "payload", "created_at"))
+
+
 @pytest.mark.parametrize("status", [Run.Status.SUCCEEDED, Run.Status.FAILED, Run.Status.CANCELLED])
 def test_the_task_never_touches_a_finished_run(owner, status):
     run = make_run(owner, status=status, metrics={"test": {"accuracy": 1.0}})
-    before = events(run)
-    train_run.apply(args=[run.pk])
-    run.refresh_from_db()
-    assert run.status == status and run.metrics == {"test": {"accuracy": 1.0}} and events(run) == before
+    before = state(run.pk)
+    run_task(run.pk)
+    assert state(run.pk) == before
+    assert before[0]["status"] == status and before[0]["metrics"] == {"test": {"accuracy": 1.0}}
 
 
 def test_a_redelivered_task_leaves_a_run_with_a_fresh_heartbeat_to_its_worker(owner):
     run = make_run(owner, status=Run.Status.RUNNING, heartbeat_at=timezone.now(), worker_host="gpu-1")
-    train_run.apply(args=[run.pk])
-    run.refresh_from_db()
-    assert run.status == Run.Status.RUNNING and run.worker_host == "gpu-1" and len(events(run)) == 1
+    before = state(run.pk)
+    run_task(run.pk)
+    assert state(run.pk) == before
+    assert before[0]["status"] == Run.Status.RUNNING and before[0]["worker_host"] == "gpu-1" and len(before[1]) == 1
 
 
 def test_a_redelivered_task_fails_a_run_whose_worker_died_once_its_attempts_are_used_up(owner, settings):
     stale = timezone.now() - timedelta(seconds=settings.RUN_HEARTBEAT_TIMEOUT_S + 5)
     run = make_run(owner, status=Run.Status.RUNNING, heartbeat_at=stale, worker_host="gpu-1",
                    attempts=settings.RUN_MAX_ATTEMPTS)
-    train_run.apply(args=[run.pk])
+    run_task(run.pk)
     run.refresh_from_db()
     assert run.status == Run.Status.FAILED and "stopped sending heartbeats" in run.error
     assert f"started {settings.RUN_MAX_ATTEMPTS} time(s)" in run.error
     assert run.started_at is None  # it was never started again
 
 
-def test_the_task_of_a_deleted_run_does_nothing(db):
-    train_run.apply(args=[999_999])
+def test_the_task_of_a_deleted_run_does_nothing(owner, caplog):
+    run = make_run(owner)
+    run_id, others = run.pk, state(make_run(owner).pk)
+    run.delete()
+    with caplog.at_level("INFO"):
+        run_task(run_id)
+    assert f"run {run_id} no longer exists" in caplog.text
+    assert not Run.objects.filter(pk=run_id).exists() and not RunEvent.objects.filter(run_id=run_id).exists()
+    assert state(others[0]["id"]) == others  # nor any other run
 
 
 def test_the_reaper_requeues_a_lost_run_to_resume_and_fails_it_once_its_attempts_are_used_up(owner, settings):
@@ -83,9 +105,10 @@ def test_cancelling_a_queued_run_finishes_it_and_the_task_then_exits(owner_clien
     run.refresh_from_db()
     assert run.status == Run.Status.CANCELLED and run.finished_at and run.cancel_requested
     assert events(run)[-1] == (2, "status")
-    train_run.apply(args=[run.pk])
-    run.refresh_from_db()
-    assert run.status == Run.Status.CANCELLED and run.started_at is None and len(events(run)) == 2
+    before = state(run.pk)
+    run_task(run.pk)
+    assert state(run.pk) == before
+    assert before[0]["started_at"] is None and before[0]["attempts"] == 0
 
 
 def test_cancelling_a_running_run_asks_its_worker_to_stop(owner_client, owner):
