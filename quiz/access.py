@@ -1,12 +1,12 @@
 """One access helper per owned object; views use these and nothing else to fetch them.
 
-Another learner's attempt, answer or card is a 404, not a 403: its existence is nobody else's business.
+Another learner's attempt, answer, card or interview is a 404, not a 403: its existence is nobody else's business.
 """
 
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 
-from quiz.models import Answer, Attempt, PracticeCard, Question, Review
+from quiz.models import Answer, Attempt, Interview, InterviewAnswer, PracticeCard, Question, Review
 
 
 def _require_login(user) -> None:
@@ -37,3 +37,13 @@ def get_card_for_user(user, pk) -> PracticeCard:
 def get_review_for_user(user, pk) -> Review:
     _require_login(user)
     return get_object_or_404(Review.objects.select_related("card", "card__question"), pk=pk, card__user=user)
+
+
+def get_interview_for_user(user, pk) -> Interview:
+    _require_login(user)
+    return get_object_or_404(Interview, pk=pk, user=user)
+
+
+def get_interview_answer_for_user(user, pk) -> InterviewAnswer:
+    _require_login(user)
+    return get_object_or_404(InterviewAnswer.objects.select_related("interview", "question"), pk=pk, interview__user=user)

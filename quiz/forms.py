@@ -1,7 +1,10 @@
 from django import forms
 
 from labs.catalog import lab_slugs
+from quiz.models import Interview
 from quiz.services import MAX_QUIZ_LENGTH
+from quiz.services.interviews import LENGTHS as INTERVIEW_LENGTHS
+from quiz.services.interviews import SECONDS_PER_QUESTION
 from quiz.vocab import TOPICS, Difficulty, Kind, topic_label
 
 TOPIC_CHOICES = [(t, topic_label(t)) for t in TOPICS]
@@ -37,3 +40,13 @@ class BuildQuizForm(forms.Form):
 
 class RatingForm(forms.Form):
     rating = forms.TypedChoiceField(choices=RATING_CHOICES, coerce=int)
+
+
+class InterviewStartForm(forms.Form):
+    level = forms.ChoiceField(choices=Interview.Level.choices, initial=Interview.Level.FULL, widget=forms.RadioSelect,
+                              help_text="Full loop: a few questions of each level, from beginner to scenario.")
+    length = forms.TypedChoiceField(choices=[(n, f"{n} questions") for n in INTERVIEW_LENGTHS], coerce=int, initial=8,
+                                    widget=forms.RadioSelect, label="Length")
+    seconds_per_question = forms.TypedChoiceField(
+        choices=[(s, f"{s // 60} minutes") for s in SECONDS_PER_QUESTION], coerce=int, initial=180,
+        label="Time per question", help_text="A follow-up gets half of it.")

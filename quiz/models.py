@@ -317,3 +317,111 @@ class JudgeCall(models.Model):
 
     def __str__(self):
         return f"{self.user} {self.outcome} {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class Interview(models.Model):
+    """A mock interview: open questions asked one at a time under a clock, each possibly followed by
+    one follow-up, graded at the end (LLM judge or the learner's own ticks) into a report.
+
+    The clock lives here and on the current answer, not in the browser: a reload, another tab or
+    coming back tomorrow shows the same time left (pausing stops it)."""
+
+    class Level(models.TextChoices):
+        BEGINNER = "beginner"
+        INTERMEDIATE = "intermediate"
+        ADVANCED = "advanced"
+        SCENARIO = "scenario"
+        FULL = "full", "full loop"
+
+    class State(models.TextChoices):
+        IN_PROGRESS = "in_progress", "in progress"
+        FINISHED = "finished"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="interviews")
+    level = models.CharField(max_length=12, choices=Level.choices)
+    seconds_per_question = models.PositiveIntegerField(default=180)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.IN_PROGRESS)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    paused_at = models.DateTimeField(null=True, blank=True, help_text="Set while the clock is stopped.")
+    score = models.FloatField(null=True, blank=True, help_text="Mean score of the graded answers, 0 to 1.")
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self):
+        return f"{self.get_level_display()} interview ({self.user})"
+
+    def get_absolute_url(self):
+        return reverse("quiz:interview" if self.is_open else "quiz:interview-report", args=[self.pk])
+
+    @property
+    def is_open(self) -> bool:
+        return self.state == self.State.IN_PROGRESS
+
+    @property
+    def is_paused(self) -> bool:
+        return self.paused_at is not None
+
+    @property
+    def title(self) -> str:
+        return f"Mock interview · {self.get_level_display()}"
+
+
+class InterviewAnswer(models.Model):
+    """One question of an interview: the answer, the follow-up asked and its answer, and the grade.
+
+    `stage` says what the learner is being asked now; the clock of that stage is `clock_started_at`
+    (None until shown, and while paused) plus the seconds already used before a pause."""
+
+    class Stage(models.TextChoices):
+        WAITING = "waiting"  # not reached yet
+        QUESTION = "question"
+        FOLLOW_UP = "follow_up", "follow-up"
+        DONE = "done"
+
+    class FollowUpSource(models.TextChoices):
+        NONE = "", "none"
+        BANK = "bank", "from the question bank"
+        LLM = "llm", "asked by the LLM interviewer"
+
+    interview = models.ForeignKey(Interview, on_delete=models.CASCADE, related_name="answers")
+    question = models.ForeignKey(Question, on_delete=models.PROTECT, related_name="interview_answers")
+    position = models.PositiveSmallIntegerField()
+    stage = models.CharField(max_length=10, choices=Stage.choices, default=Stage.WAITING)
+    clock_started_at = models.DateTimeField(null=True, blank=True)
+    used_seconds = models.PositiveIntegerField(default=0, help_text="Clock time of this stage used before a pause.")
+    text = models.TextField(blank=True)
+    timed_out = models.BooleanField(default=False)
+    skipped = models.BooleanField(default=False)
+    follow_up = models.TextField(blank=True, help_text="The follow-up question asked.")
+    follow_up_source = models.CharField(max_length=4, choices=FollowUpSource.choices, blank=True, default="")
+    follow_up_text = models.TextField(blank=True)
+    follow_up_timed_out = models.BooleanField(default=False)
+    saved_at = models.DateTimeField(null=True, blank=True)
+    # Grading: the same shape as a quiz Answer's (method values are Answer.Method's).
+    method = models.CharField(max_length=12, blank=True, default="")
+    score = models.FloatField(null=True, blank=True)
+    points = models.JSONField(default=list, blank=True, help_text="Per rubric point: {index, covered, comment}.")
+    feedback = models.TextField(blank=True)
+    note = models.CharField(max_length=300, blank=True, help_text="Why it is not graded yet, shown to the learner.")
+    graded_at = models.DateTimeField(null=True, blank=True)
+    review = models.OneToOneField(Review, null=True, blank=True, on_delete=models.SET_NULL, related_name="interview_answer")
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(fields=["interview", "position"], name="interview_answer_unique_position"),
+            models.UniqueConstraint(fields=["interview", "question"], name="interview_answer_unique_question"),
+        ]
+
+    def __str__(self):
+        return f"interview {self.interview_id}#{self.position}"
+
+    @property
+    def is_answered(self) -> bool:
+        return bool(self.text.strip())
+
+    @property
+    def is_graded(self) -> bool:
+        return self.score is not None

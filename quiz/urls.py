@@ -1,6 +1,6 @@
 from django.urls import path
 
-from quiz import views
+from quiz import interview_views, views
 
 app_name = "quiz"
 
@@ -21,4 +21,15 @@ urlpatterns = [
     path("practice/", views.practice, name="practice"),
     path("practice/<int:pk>/rate/", views.practice_rate, name="practice-rate"),
     path("progress/", views.progress, name="progress"),
+    path("interviews/", interview_views.interview_home, name="interviews"),
+    path("interviews/start/", interview_views.interview_begin, name="interview-start"),
+    path("interviews/<int:pk>/", interview_views.interview_page, name="interview"),
+    path("interviews/<int:pk>/answer/", interview_views.interview_answer, name="interview-answer"),
+    path("interviews/<int:pk>/autosave/", interview_views.interview_autosave, name="interview-autosave"),
+    path("interviews/<int:pk>/pause/", interview_views.interview_pause_view, name="interview-pause"),
+    path("interviews/<int:pk>/resume/", interview_views.interview_resume_view, name="interview-resume"),
+    path("interviews/<int:pk>/end/", interview_views.interview_stop, name="interview-end"),
+    path("interviews/<int:pk>/report/", interview_views.interview_report_view, name="interview-report"),
+    path("interviews/<int:pk>/regrade/", interview_views.interview_regrade, name="interview-regrade"),
+    path("interview-answers/<int:pk>/self-grade/", interview_views.interview_self_grade, name="interview-self-grade"),
 ]
