@@ -1,0 +1,21 @@
+"""Runs: fine-tune a model in a lab and see what happened (ARCHITECTURE.md follows one run). Modules:
+
+    models         Lab, DatasetUpload, RunGroup, Run, RunEvent
+    catalog        the lab catalog: one markdown file per lab, checked when it loads (package)
+    access         get_run_for_user and friends: one helper per owned object, views and sockets
+    scheduling     fair use of the gpu workers: cost, GPU time used, dispatch to free slots
+    services       everything that changes a run: launch, cancel, claim/record/finish, reap, events
+    training       the worker side of a run: Run row -> mlcore calls -> Outcome
+    exports        GGUF downloads of a run: request, build, state
+    tasks          thin Celery tasks: train_run (gpu queue), reap_runs, dispatch_runs, export_gguf
+    consumers      RunConsumer: a run's numbered events over a websocket
+    routing        /ws/labs/runs/<pk>/
+    presenters     what the pages show, computed from the rows
+    forms          the launch form and dataset uploads
+    views          thin pages: catalog, launch, runs, results, compare, downloads
+    urls           /labs/
+    admin          runs, groups, uploads and labs in the admin
+    templatetags   labs_exports
+    management     load_labs, finetune, export_gguf
+    apps           the app config
+"""

@@ -4,14 +4,21 @@ A plain Python package: it imports nothing from Django, so it can be tested and 
 its own. The Django apps (labs, inference) and the management commands call into it.
 
 Modules, in the order data flows through them:
-    registry  base models by name, load_base(), pick_device()
-    data      bundled datasets, upload parsing, splits
-    prompt    THE prompt format (training, evaluation and serving all use it)
-    masking   tokenisation + label mask (only the assistant's answer is supervised)
-    train     TrainConfig and the training loop
-    classify  label scoring with a cached system-prompt prefix
-    metrics   accuracy, macro-F1, per-class scores, confusion matrix
-    evaluate  classifier + examples -> metrics and per-example predictions
+    registry       base models by name, load_base(), pick_device()
+    paths          where runtime files live (var/, the model cache)
+    data           bundled datasets, upload parsing, splits (package)
+    prompt         THE prompt format (training, evaluation and serving all use it)
+    masking        tokenisation + label mask (only the assistant's answer is supervised)
+    cost           what a run will cost (steps, tokens), computed before it runs
+    train          TrainConfig and the training loop
+    upper          LoRA in the top blocks only: the frozen blocks below run once per example
+    classify       label scoring with a cached system-prompt prefix
+    fused          a lean inference forward for Llama-family decoders
+    metrics        accuracy, macro-F1, per-class scores, confusion matrix
+    evaluate       classifier + examples -> metrics and per-example predictions
+    gguf_export    a trained classifier as GGUF, for llama.cpp and Ollama
+    gguf_quant     calibrated rounding (GPTQ) into Q8_0 / Q4_0 blocks
+    gguf_classify  classify through an exported GGUF file, to check an export
 """
 
 import os
