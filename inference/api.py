@@ -30,6 +30,7 @@ from inference import ratelimit, services
 from inference.models import ApiToken, hash_token
 from inference.services import json_type
 from ops import errors
+from ops import text as json_text
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)  # write last_used_at at most once a minute per token
 
@@ -142,7 +143,9 @@ def _refuse_constant(name: str):
 
 def json_body(request) -> dict:
     try:
-        body = json.loads(request.body or b"null", parse_constant=_refuse_constant)
+        body = json_text.loads(request.body or b"null", parse_constant=_refuse_constant)
+    except json_text.NumberTooLong as exc:
+        raise ApiError(f"{exc}.", 400, param=exc.path or None, code="number_too_long") from None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise ApiError("The request body must be JSON (UTF-8).", 400, code="invalid_json") from None
     if not isinstance(body, dict):
@@ -193,10 +196,17 @@ async def classify(request, user):
     {"model", "predictions": [{"label", "probs", "truncated"}], "latency_ms"}."""
     body = json_body(request)
     check_fields(body, CLASSIFY_FIELDS)
-    texts = services.clean_texts(body.get("texts", body.get("text")), limit=settings.API_MAX_TEXTS)
+    if "texts" in body or not isinstance(body.get("text"), str):
+        raw = body.get("texts", body.get("text"))
+    else:
+        raw = [body["text"]]  # "text": one review, by its name
+    texts = services.clean_texts(raw, limit=settings.API_MAX_TEXTS)
     await charge_texts(request, user, texts)
     if body.get("run") is not None:
-        target = await sync_to_async(services.target_for_run)(user, body["run"])
+        try:
+            target = await sync_to_async(services.target_for_run)(user, body["run"])
+        except Http404 as exc:  # the field the caller sent is "run", not "model"
+            raise ApiError(str(exc) or "No such run.", 404, code="model_not_found", param="run") from None
     elif body.get("model") is not None:
         model = body["model"]
         if isinstance(model, str) and not model.startswith("run") and body.get("labels") is not None:

@@ -14,8 +14,10 @@ from pathlib import Path
 
 from django.conf import settings
 from django.http import Http404
+from django.utils import dateformat, timezone
 
 from inference.serving import Loaded, classifiers
+from ops.text import text_problem  # (also imported from here by the API and forms)
 
 MAX_TEXT_CHARS = 20_000  # cut before tokenising: far past the token limit, and cheap to tokenise
 
@@ -44,6 +46,7 @@ class Target:
     labels: tuple[str, ...] | None = None
     run_id: int | None = None
     created: int = 0  # unix time, for /v1/models
+    macro_f1: float | None = None  # a run's test macro-F1: how the learner tells a good run from a bad one
 
     @property
     def cache_key(self) -> tuple:
@@ -139,9 +142,25 @@ def targets_for_user(user) -> list[Target]:
 
 
 def _run_target(run) -> Target:
-    title = " · ".join([f"Run {run.pk}", *([run.lab.title] if run.lab else []), *([run.label] if run.label else [])])
+    # Score and date first: "Run 2 · Fine-tune a sentiment classifier…" alone could not tell a 1-epoch
+    # clone from the default run, and a long lab title is cut off in a phone's select.
+    macro_f1 = (run.test_metrics or {}).get("macro_f1")
+    when = dateformat.format(timezone.localtime(run.finished_at or run.created_at), "M j, H:i")
+    title = " · ".join([f"Run {run.pk}", *([f"macro-F1 {macro_f1:.3f}"] if macro_f1 is not None else []), when,
+                        *([run.label] if run.label else []), *([run.lab.title] if run.lab else [])])
     return Target(model_id=run_model_id(run.pk), title=title, base_model=run.config.get("base_model", ""),
-                  adapter_dir=Path(run.artifact_dir), run_id=run.pk, created=int(run.created_at.timestamp()))
+                  adapter_dir=Path(run.artifact_dir), run_id=run.pk, created=int(run.created_at.timestamp()),
+                  macro_f1=macro_f1)
+
+
+def default_target(targets: list[Target]) -> Target | None:
+    """What answers when the learner has not chosen: their best finished run by test macro-F1
+    (the newer of equals), else the first base model. The newest run is often a cut-down
+    experiment (a 1-epoch clone at macro-F1 0.26 answered "neutral" to "Arrived broken.")."""
+    runs = [t for t in targets if t.run_id and t.macro_f1 is not None]
+    if runs:
+        return max(runs, key=lambda t: (t.macro_f1, t.run_id))
+    return next((t for t in targets if not t.run_id), targets[0] if targets else None)
 
 
 # --- checking input ------------------------------------------------------------------------
@@ -149,8 +168,9 @@ def _run_target(run) -> Target:
 
 def clean_texts(texts, *, limit: int) -> list[str]:
     """The texts of a request, or InputError: 400 for a malformed or empty one, 413 for too many."""
-    if isinstance(texts, str):
-        texts = [texts]
+    if isinstance(texts, str):  # not taken as a list of one: the caller may have meant a list and sent one text
+        raise InputError('texts must be a list of strings, not a string: send "texts": ["..."] '
+                         '(or "text": "..." for one review)', param="texts", code="invalid_type")
     if not isinstance(texts, list) or not texts:
         raise InputError("texts must be a non-empty list of strings", param="texts")
     if len(texts) > limit:
@@ -177,18 +197,6 @@ def json_type(value) -> str:
     if isinstance(value, int | float):
         return "a number"
     return {str: "a string", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
-
-
-def text_problem(text: str) -> str | None:
-    """Why a text cannot be classified (or None): a NUL, or a lone surrogate, which JSON's
-    \\uD800 escapes can carry but which is not Unicode text (the tokenizer would fail on it)."""
-    if "\x00" in text:
-        return "contains a NUL character (\\u0000): remove it"
-    try:
-        text.encode("utf-8")  # fails exactly on a surrogate, at C speed
-    except UnicodeEncodeError as exc:
-        return f"contains a lone surrogate (U+{ord(text[exc.start]):04X}), which is not valid Unicode text"
-    return None
 
 
 # --- classifying ---------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from inference import baselines, ratelimit, services
 from inference.forms import ApiTokenForm, BaselinesForm, PlaygroundForm
 from inference.models import ApiToken
-from mlcore.registry import missing_model_notes
+from labs.presenters import missing_model_notes_for
 
 MAX_ACTIVE_TOKENS = 20
 
@@ -36,7 +36,8 @@ def _playground_setup(request):
     """Sync part: the user's targets and the preselected one (?run=12 / ?model=name)."""
     user = request.user
     targets = services.targets_for_user(user)
-    initial = targets[0].model_id if targets else ""
+    default = services.default_target(targets)
+    initial = default.model_id if default else ""
     if request.GET.get("run"):
         initial = services.target_for_run(user, request.GET["run"]).model_id  # 404 for a run you may not see
     elif request.GET.get("model"):
@@ -89,7 +90,8 @@ def predictions_csv(rows: list[dict], labels: list[str]) -> str:
 async def playground(request):
     targets, initial = await sync_to_async(_playground_setup)(request)
     context = {"targets": targets, "max_texts": settings.PLAYGROUND_MAX_TEXTS,
-               "missing_models": missing_model_notes()}
+               "missing_models": await sync_to_async(missing_model_notes_for)(request.user),
+               "default_target": services.default_target(targets)}
     if request.method == "GET":
         context["form"] = PlaygroundForm(targets=targets, initial={"target": initial})
         return await sync_to_async(render)(request, "inference/playground.html", context)
@@ -134,15 +136,15 @@ def tokens_context(user, new_token: str = "", new_token_obj=None) -> dict:
 
 
 def example_targets(user) -> dict:
-    """What the account page's examples classify with: the learner's newest servable run, else
-    the default base model, so every example answers 200 for this learner as pasted."""
-    targets = services.targets_for_user(user)
-    if not targets:
+    """What the account page's examples classify with: the playground's default (the learner's
+    best servable run, else the default base model), so every example answers 200 as pasted."""
+    target = services.default_target(services.targets_for_user(user))
+    if target is None:
         return {"example_model": "", "example_body": ""}
-    first = targets[0]
-    body = {"run": first.run_id} if first.run_id else {"model": first.model_id}
+    body = {"run": target.run_id} if target.run_id else {"model": target.model_id}
     body["texts"] = ["Arrived broken.", "Does the job."]
-    return {"example_model": first.model_id, "example_body": json.dumps(body), "example_is_run": bool(first.run_id)}
+    return {"example_model": target.model_id, "example_body": json.dumps(body), "example_is_run": bool(target.run_id),
+            "example_target": target}
 
 
 @login_required

@@ -3,6 +3,7 @@ from django.conf import settings
 
 from labs.access import get_upload_for_user, uploads_for_user
 from labs.models import DatasetUpload, Lab, Run
+from labs.presenters import missing_model_notes_for
 from mlcore.train import ConfigField, config_fields
 
 # The launch form's settings are TrainConfig's shown fields, generated from their declarations
@@ -64,12 +65,10 @@ class RunForm(ConfigForm):
     field_order = ["base_model", "dataset", "upload"]  # the rest in TrainConfig's order, then continue_from
 
     def __init__(self, *args, user, lab: Lab, multi_run: bool = False, **kwargs):
-        from mlcore.registry import missing_model_notes
-
         super().__init__(*args, **kwargs)
         self.user, self.lab, self.multi_run = user, lab, multi_run
         self.fields["base_model"].choices = base_model_choices()
-        missing = " ".join(f"Not offered: {note}" for note in missing_model_notes())
+        missing = " ".join(f"Not offered: {note}" for note in missing_model_notes_for(user))
         self.fields["base_model"].help_text = missing
         self.fields["base_model"].error_messages["invalid_choice"] = (
             "%(value)s cannot run on this server: its weights are not on disk. " + missing)
@@ -92,7 +91,8 @@ class RunForm(ConfigForm):
         return set.intersection(*overrides) if overrides else set()
 
     def clean_upload(self):
-        from mlcore.data import MAX_UPLOAD_BYTES, DatasetError, parse_upload
+        from labs.services import upload_parse
+        from mlcore.data import MAX_UPLOAD_BYTES, DatasetError
 
         upload = self.cleaned_data.get("upload")
         if not upload:
@@ -102,7 +102,7 @@ class RunForm(ConfigForm):
                 f"{upload.name}: the file is {upload.size:,} bytes; the limit is {MAX_UPLOAD_BYTES:,} bytes."
             )
         try:
-            self.upload_examples = parse_upload(upload.read(), upload.name)
+            self.upload_examples = upload_parse(raw=upload.read(), filename=upload.name)
         except DatasetError as exc:
             where = f"{upload.name}, line {exc.line}: " if exc.line is not None else f"{upload.name}: "
             raise forms.ValidationError(where + exc.message) from None

@@ -38,6 +38,17 @@ def field_label(name: str) -> str:
 # --- labs ------------------------------------------------------------------------------------
 
 
+def missing_model_notes_for(user) -> list[str]:
+    """Base models a learner cannot choose here. A learner is told the model is not installed on
+    this server (nothing they can change); staff, who run the server, are told how to install it."""
+    from mlcore.registry import how_to_provide, is_available, user_models
+
+    missing = [spec for spec in user_models() if not is_available(spec.name)]
+    if getattr(user, "is_staff", False):
+        return [how_to_provide(spec.name) for spec in missing]
+    return [f"{spec.label} is not installed on this server." for spec in missing]
+
+
 def lab_durations(lab: Lab) -> dict:
     """How long this lab's finished runs took on this server (start to results), measured rather
     than promised: the median and range of the latest 20, or n=0 when none has finished yet."""

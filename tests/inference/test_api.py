@@ -48,7 +48,8 @@ def test_an_empty_text_is_a_400_with_a_message(client, run, bearer, texts):
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error" and error["param"] == "texts"
-    assert "empty" in error["message"] or "non-empty" in error["message"]
+    # A string is not a list of one (issue 25): it is refused for its type before its content.
+    assert "empty" in error["message"] or (isinstance(texts, str) and "list of strings" in error["message"])
 
 
 def test_too_many_texts_is_a_413_naming_the_limit(client, run, bearer, settings):
