@@ -15,7 +15,11 @@ from config.env import env_bool, env_float, env_int, env_list, env_str
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Runtime files (database, Redis data, model cache, run artifacts) live here, git-ignored.
 VAR_DIR = Path(env_str("TUNELAB_VAR_DIR", str(BASE_DIR / "var")))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+# Only this account may enter: it holds the SQLite database (sessions, API token hashes), the
+# secret key and learners' artifacts. An existing var/ that others can enter is closed too.
+VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+if VAR_DIR.stat().st_mode & 0o077 and VAR_DIR.stat().st_uid == os.getuid():
+    VAR_DIR.chmod(0o700)
 
 # Off unless asked for: a debug page shows settings and code to whoever triggers an error.
 # `make dev` turns it on (with autoreload); `make run` serves like a small production site.
@@ -31,12 +35,14 @@ SERVES_OTHER_HOSTS = any(host not in LOOPBACK_HOSTS for host in ALLOWED_HOSTS)
 def _generated_secret_key() -> str:
     """Generate the key once into var/ (mode 0600), so sessions survive restarts and no key is
     committed. Written to a temporary file and linked into place: processes starting at once
-    all read the same complete key."""
+    all read the same complete key. The file is created 0600 (not chmod-ed after writing), so
+    the key is never readable by others, not even for an instant."""
     path = VAR_DIR / "secret_key"
     if not path.exists():
         tmp = VAR_DIR / f".secret_key.{os.getpid()}"
-        tmp.write_text(secrets.token_urlsafe(50))
-        tmp.chmod(0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(50))
         try:
             os.link(tmp, path)
         except FileExistsError:

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from labs.models import DatasetUpload, Lab, Run, RunEvent, RunGroup
 from labs.scheduling import LaunchRefused, dispatch_soon, launch_check, runs_dispatch
+from ops import text as json_text
 from ops.realtime import Throttle, broadcast
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,57 @@ def group_launch(*, user, lab: Lab, config: dict, upload: DatasetUpload | None =
         event_append(run_id=run.pk, type="status", payload={"status": "queued", "message": message})
     dispatch_soon()
     return group
+
+
+def upload_parse(*, raw: bytes, filename: str) -> list:
+    """An uploaded file's examples, or DatasetError naming the line and the field: mlcore's rules
+    (parse_upload) plus what the database must be able to store. PostgreSQL refuses a NUL or a lone
+    surrogate in the examples column (a 500 there), and json raises a bare ValueError on an integer
+    longer than Python converts, which parse_upload does not expect."""
+    from mlcore.data import DatasetError, parse_upload
+
+    try:
+        examples = parse_upload(raw, filename)
+    except DatasetError:
+        raise
+    except ValueError:
+        raise _long_number_error(raw) from None
+    for example in examples:
+        if problem := json_text.text_problem(example.text):
+            raise DatasetError(f'"text" {problem}', line=_line_of(raw, example.text))
+    return examples
+
+
+def _lines(raw: bytes):
+    """(line number, line, the line's JSON object or None) of an upload, for error messages only."""
+    for number, line in enumerate(raw.decode("utf-8-sig", "replace").splitlines(), start=1):
+        try:
+            row = json_text.loads(line)
+        except json_text.NumberTooLong as exc:
+            row = exc
+        except (ValueError, RecursionError):
+            row = None
+        yield number, line, row
+
+
+def _long_number_error(raw: bytes):
+    """The DatasetError for a JSONL line holding an integer json cannot convert, naming its field."""
+    from mlcore.data import DatasetError
+
+    for number, _, row in _lines(raw):
+        if isinstance(row, json_text.NumberTooLong):
+            return DatasetError(f'"{row.path}" is a number of {row.digits:,} digits; write the label as text', line=number)
+    return DatasetError("the file holds a value that cannot be read")
+
+
+def _line_of(raw: bytes, text: str) -> int | None:
+    """The line an example's text came from: its JSONL object's "text", or a CSV line with its NUL."""
+    for number, line, row in _lines(raw):
+        if isinstance(row, dict) and isinstance(row.get("text"), str) and row["text"].strip() == text:
+            return number
+        if row is None and "\x00" in text and "\x00" in line:
+            return number
+    return None
 
 
 def upload_create(*, user, filename: str, examples) -> DatasetUpload:
