@@ -7,6 +7,7 @@ Modules:
     middleware     two guards in front of every request: body size, JSON errors on the API
     daphne_limits  the body-size limit inside Daphne, while the body is still arriving
     errors         API errors (/api/, /v1/): always JSON, in the OpenAI error shape
+    text           what learner text and JSON must be to be stored: no NUL or lone surrogate, bounded integers
     health         /healthz: database, Redis, at least one Celery worker
     llm            the settings of the OpenAI-compatible endpoint the site may call
     dashboard      the learner's home after login
