@@ -41,6 +41,7 @@ from quiz.services import (
     practice_summary,
     progress_by_topic,
 )
+from quiz.services.progress import progress_over_time
 from quiz.vocab import TOPICS, Difficulty, Kind, topic_label
 
 PAGE_SIZE = 25
@@ -207,8 +208,9 @@ def attempt_overview(request, pk: int):
         return redirect("quiz:results", pk=attempt.pk)
     answers = list(attempt.answers.select_related("question"))
     first_open = next((a.position for a in answers if not a.is_answered), 1)
+    answered = sum(a.is_answered for a in answers)
     return render(request, "quiz/attempt_overview.html", {"attempt": attempt, "answers": answers, "first_open": first_open,
-                                                          "answered": sum(a.is_answered for a in answers)})
+                                                          "answered": answered, "unanswered": len(answers) - answered})
 
 
 @login_required
@@ -229,6 +231,9 @@ def attempt_question(request, pk: int, n: int):
             return redirect("quiz:results", pk=attempt.pk)
         go = request.POST.get("go", "save")
         if go == "submit":
+            if any(not a.is_answered for a in answers if a.pk != answer.pk) or not answer.is_answered:
+                # Not yet: the overview says which questions are empty and what submitting does to them.
+                return redirect("quiz:attempt", pk=attempt.pk)
             attempt_grade(attempt=attempt)
             return redirect("quiz:results", pk=attempt.pk)
         if warning:
@@ -264,6 +269,11 @@ def attempt_autosave(request, pk: int, n: int):
 @require_POST
 def attempt_submit(request, pk: int):
     attempt = get_attempt_for_user(request.user, pk)
+    unanswered = sum(not a.is_answered for a in attempt.answers.all())
+    if unanswered and request.POST.get("unanswered_ok") != str(unanswered):
+        # Submitted without seeing the warning for this many empty answers (another tab, an old page).
+        messages.warning(request, f"{unanswered} questions are not answered: submit again below to grade the quiz anyway.")
+        return redirect("quiz:attempt", pk=attempt.pk)
     attempt_grade(attempt=attempt)
     return redirect("quiz:results", pk=attempt.pk)
 
@@ -280,6 +290,7 @@ def attempt_results(request, pk: int):
     return render(request, "quiz/attempt_results.html", {
         "attempt": attempt, "rows": rows, "points": sum(a.score for a in graded), "graded": len(graded),
         "pending": sum(a.method == Answer.Method.SELF_PENDING for a in answers),
+        "unanswered": sum(not a.is_answered for a in answers),
         "summary": practice_summary(user=request.user),
         "labs": sorted({a.question.lab for a in answers if a.question.lab}),
     })
@@ -391,4 +402,5 @@ def progress(request):
         "rows": rows, "summary": practice_summary(user=request.user),
         "answered": answered.count(), "kinds": Kind,
         "attempts": Attempt.objects.filter(user=request.user).exclude(state=Attempt.State.IN_PROGRESS)[:10],
+        "over_time": progress_over_time(user=request.user),
     })

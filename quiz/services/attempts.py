@@ -191,7 +191,9 @@ def _attempt_record_grades(*, attempt: Attempt, answers: list[Answer], jobs: lis
     verdicts = {job.answer.pk: job.result.verdict for job in jobs if job.result.verdict is not None}
     for answer in answers:
         _grade_one(answer, verdicts.get(answer.pk), fallback_note.get(answer.pk, ""), now)
-        if answer.score is not None:
+        # An empty answer scores 0 in the quiz but is no mistake to drill: it makes no practice card
+        # (8 questions left empty had put 13 cards "due now" on the home page).
+        if answer.score is not None and answer.is_answered:
             card_review(user=attempt.user, question=answer.question, rating=rating_for_score(answer.score),
                         answer=answer, score=answer.score, now=now)
     attempt.submitted_at = now
@@ -199,18 +201,21 @@ def _attempt_record_grades(*, attempt: Attempt, answers: list[Answer], jobs: lis
     return attempt
 
 
+NOT_ANSWERED = "No answer given."
+
+
 def _grade_one(answer: Answer, verdict: judge.Verdict | None, note: str, now: datetime) -> None:
     question = answer.question
     answer.graded_at = now
-    if question.is_choice:
+    if not answer.is_answered:
+        answer.method, answer.score, answer.feedback = Answer.Method.AUTO, 0.0, NOT_ANSWERED
+    elif question.is_choice:
         choices = list(question.choices.all())
         grade = grade_choices(question.kind, {c.id for c in choices if c.correct}, {c.id for c in choices}, answer.selected)
         answer.method, answer.score, answer.feedback = Answer.Method.AUTO, grade.score, grade.feedback
     elif question.kind == Kind.NUMERIC:
         grade = grade_numeric(answer.text, question.numeric_answer, question.tolerance or 0.0, question.unit)
         answer.method, answer.score, answer.feedback = Answer.Method.AUTO, grade.score, grade.feedback
-    elif not answer.text.strip():
-        answer.method, answer.score, answer.feedback = Answer.Method.AUTO, 0.0, "No answer given."
     elif verdict is not None:
         answer.method, answer.score, answer.feedback = Answer.Method.JUDGE, verdict.score, verdict.feedback
         answer.points = verdict.points

@@ -92,7 +92,7 @@ def test_submitting_grades_and_shows_the_results_with_model_answers_and_labs(own
 def test_a_submitted_quiz_no_longer_accepts_answers(owner_client, make_question):
     make_question("open")
     attempt = build(owner_client, length=1)
-    owner_client.post(f"/quiz/attempts/{attempt.pk}/submit/")
+    owner_client.post(f"/quiz/attempts/{attempt.pk}/submit/", {"unanswered_ok": "1"})  # after the empty-answer warning
     response = owner_client.post(f"/quiz/attempts/{attempt.pk}/1/autosave/", {"text": "late"}, HTTP_HX_REQUEST="true")
     assert "closed" in response.content.decode()
     assert owner_client.get(f"/quiz/attempts/{attempt.pk}/1/")["Location"] == f"/quiz/attempts/{attempt.pk}/results/"
