@@ -49,4 +49,4 @@ class InterviewStartForm(forms.Form):
                                     widget=forms.RadioSelect, label="Length")
     seconds_per_question = forms.TypedChoiceField(
         choices=[(s, f"{s // 60} minutes") for s in SECONDS_PER_QUESTION], coerce=int, initial=180,
-        label="Time per question", help_text="A follow-up gets half of it.")
+        widget=forms.RadioSelect, label="Time per question", help_text="A follow-up gets half of it.")

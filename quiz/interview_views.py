@@ -6,6 +6,7 @@ and htmx autosaves the answer as it is typed."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import Count
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -36,7 +37,7 @@ def _home_context(user, form) -> dict:
     interviews = Interview.objects.filter(user=user)
     return {"form": form, "judge": judge_configured(),
             "open_interviews": interviews.filter(state=Interview.State.IN_PROGRESS),
-            "past_interviews": interviews.filter(state=Interview.State.FINISHED)[:20]}
+            "past_interviews": interviews.filter(state=Interview.State.FINISHED).annotate(questions=Count("answers"))[:20]}
 
 
 @login_required
@@ -76,6 +77,7 @@ def _render_step(request, interview: Interview, step: Step, *, error: str = "", 
         "interview": interview, "answer": answer, "question": answer.question, "answers": answers, "total": len(answers),
         "on_follow_up": on_follow_up, "text": text, "error": error,
         "seconds_left": left, "seconds_left_text": _mmss(left), "stage_seconds_text": _mmss(stage_seconds(interview, answer)),
+        "low_seconds": stage_seconds(interview, answer) // 4,  # the clock turns red for the last quarter
     }, status=status)
 
 

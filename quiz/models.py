@@ -331,7 +331,7 @@ class Interview(models.Model):
         INTERMEDIATE = "intermediate"
         ADVANCED = "advanced"
         SCENARIO = "scenario"
-        FULL = "full", "full loop"
+        FULL = "full", "Full loop"
 
     class State(models.TextChoices):
         IN_PROGRESS = "in_progress", "in progress"

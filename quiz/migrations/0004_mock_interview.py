@@ -18,7 +18,7 @@ class Migration(migrations.Migration):
             name='Interview',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('level', models.CharField(choices=[('beginner', 'Beginner'), ('intermediate', 'Intermediate'), ('advanced', 'Advanced'), ('scenario', 'Scenario'), ('full', 'full loop')], max_length=12)),
+                ('level', models.CharField(choices=[('beginner', 'Beginner'), ('intermediate', 'Intermediate'), ('advanced', 'Advanced'), ('scenario', 'Scenario'), ('full', 'Full loop')], max_length=12)),
                 ('seconds_per_question', models.PositiveIntegerField(default=180)),
                 ('state', models.CharField(choices=[('in_progress', 'in progress'), ('finished', 'Finished')], default='in_progress', max_length=12)),
                 ('started_at', models.DateTimeField(default=django.utils.timezone.now)),
