@@ -234,6 +234,9 @@ LLM_PRICE_OUTPUT_PER_M = env_float("TUNELAB_LLM_PRICE_OUTPUT_PER_M", 0.60, min_v
 JUDGE_RATE_PER_HOUR = env_int("TUNELAB_JUDGE_RATE_PER_HOUR", 60, min_value=1)
 
 MAX_ACTIVE_RUNS_PER_USER = env_int("TUNELAB_MAX_ACTIVE_RUNS", 2, min_value=1)
+# Dataset uploads a learner may keep (bytes of examples as stored; a repeated file is kept once).
+# Over it, their uploads no run uses are dropped oldest first; a launch that still does not fit is refused.
+UPLOAD_BYTES_PER_USER = env_int("TUNELAB_UPLOAD_BYTES_PER_USER", 20_000_000, min_value=1)
 # Fair GPU use (staff exempt from the limits). A run's cost is counted in tokens through the
 # model (a training token x3: forward + backward), estimated before it is queued.
 RUN_MAX_TOKENS = env_int("TUNELAB_RUN_MAX_TOKENS", 3_000_000, min_value=1000)

@@ -28,8 +28,9 @@ def _get_for_user(user, queryset: QuerySet, pk, what: str):
 
 def get_run_for_user(user, pk) -> Run:
     """The run if `user` may see it (its owner, or staff); otherwise Http404."""
-    # The upload's examples (up to megabytes) are read by the worker, never by a page.
-    runs = Run.objects.select_related("lab", "group", "upload").defer("upload__examples")
+    # The run's own page shows its predictions and token view (left out of other queries, see
+    # Run.HEAVY_FIELDS); the upload's examples (up to megabytes) are read by the worker, never by a page.
+    runs = Run.objects.defer(None).select_related("lab", "group", "upload").defer("upload__examples")
     return _get_for_user(user, runs, pk, "run")
 
 

@@ -33,18 +33,36 @@ class Lab(models.Model):
         return bool(self.variants)
 
 
+class WithoutHeavyColumns(models.Manager):
+    """The default manager of a model with big JSON columns: they are left out of every query
+    unless asked for (`.defer(None)`), so a list never reads megabytes it does not show. Reading a
+    left-out attribute still works (one more query for that row)."""
+
+    def get_queryset(self):
+        return super().get_queryset().defer(*self.model.HEAVY_FIELDS)
+
+
 class DatasetUpload(models.Model):
-    """A learner's labelled examples, validated by mlcore.data.parse_upload and kept in the DB so
-    a worker on another host can read them."""
+    """A learner's labelled examples, validated by labs.services.upload_parse and kept in the DB so
+    a worker on another host can read them. Kept once per learner and content (sha256)."""
+
+    HEAVY_FIELDS = ("examples",)  # up to the 2 MB of a file: the worker reads them, no page does
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="dataset_uploads")
     filename = models.CharField(max_length=255)
     examples = models.JSONField()  # [{"text", "label"}]
     labels = models.JSONField()  # distinct labels, in mlcore's label order
     created_at = models.DateTimeField(auto_now_add=True)
+    # Of the examples as stored: what de-duplicates a repeated upload and counts against the
+    # learner's upload budget (UPLOAD_BYTES_PER_USER), and what a list shows.
+    sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    n_examples = models.PositiveIntegerField(default=0)
+    size_bytes = models.PositiveIntegerField(default=0)
+
+    objects = WithoutHeavyColumns()
 
     def __str__(self) -> str:
-        return f"{self.filename} ({len(self.examples)} examples)"
+        return f"{self.filename} ({self.n_examples} examples)"
 
     @property
     def dataset_key(self) -> str:
@@ -133,7 +151,10 @@ class Run(models.Model):
     predictions = models.JSONField(default=list, blank=True)  # per test example
     token_view = models.JSONField(default=list, blank=True)  # one training example, token by token
 
-    objects = RunQuerySet.as_manager()
+    # Shown only on the run's own page (labs.access.get_run_for_user asks for them): hundreds of
+    # rows per run, which the run list, the model menus and /v1/models must not read.
+    HEAVY_FIELDS = ("predictions", "token_view")
+    objects = WithoutHeavyColumns.from_queryset(RunQuerySet)()
 
     class Meta:
         ordering = ["-created_at"]

@@ -7,6 +7,8 @@ the others see that they did nothing.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import socket
 import threading
@@ -188,13 +190,41 @@ def _line_of(raw: bytes, text: str) -> int | None:
     return None
 
 
+def upload_fingerprint(rows: list[dict]) -> tuple[str, int]:
+    """(sha256, bytes) of an upload's examples as stored: the same data uploaded again, even as
+    CSV instead of JSONL, has the same fingerprint. (Migration 0003 restates this for old rows.)"""
+    stored = json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode()
+    return hashlib.sha256(stored).hexdigest(), len(stored)
+
+
+@transaction.atomic
 def upload_create(*, user, filename: str, examples) -> DatasetUpload:
+    """The learner's upload of these examples: the one they already have (launch, cancel and
+    launch again stores nothing new), or a new row within their budget (UPLOAD_BYTES_PER_USER).
+    To make room, their uploads no run uses go first, oldest first; LaunchRefused if still over."""
     from mlcore.data import ordered_labels
 
     rows = [{"text": e.text, "label": e.label} for e in examples]
-    return DatasetUpload.objects.create(
-        owner=user, filename=filename[:255], examples=rows, labels=ordered_labels(r["label"] for r in rows)
-    )
+    sha256, size = upload_fingerprint(rows)
+    existing = DatasetUpload.objects.filter(owner=user, sha256=sha256).order_by("pk").first()
+    if existing is not None:
+        return existing
+    budget = settings.UPLOAD_BYTES_PER_USER
+    mine = DatasetUpload.objects.filter(owner=user)
+    used = sum(mine.select_for_update().values_list("size_bytes", flat=True))  # two uploads at once count each other
+    if used + size > budget:
+        for old in mine.filter(runs__isnull=True).order_by("created_at", "pk").only("pk", "size_bytes"):
+            old.delete()
+            used -= old.size_bytes
+            if used + size <= budget:
+                break
+    if used + size > budget:
+        raise LaunchRefused(
+            f"Your dataset uploads already take {used / 1e6:.1f} MB, all used by runs; this one ({size / 1e6:.1f} MB) "
+            f"would pass your {budget / 1e6:.0f} MB. Launch on one of your earlier uploads (Dataset menu).",
+            errors={"upload": "Over your upload budget: choose an earlier upload from the Dataset menu."})
+    return DatasetUpload.objects.create(owner=user, filename=filename[:255], examples=rows, sha256=sha256, size_bytes=size,
+                                        n_examples=len(rows), labels=ordered_labels(r["label"] for r in rows))
 
 
 def clone_initial(run: Run) -> dict:
