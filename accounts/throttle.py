@@ -1,4 +1,4 @@
-"""Login throttling, for both login pages (the site's and the admin's).
+"""Login throttling, for both login pages (the site's and the admin's), and sign-up throttling.
 
 Failed attempts are counted per account and per client address over a sliding window
 (ops.limits, in Redis, so every web node shares the count). Once either count reaches its limit
@@ -6,8 +6,11 @@ the form refuses before checking the password, with a message saying how long to
 successful login clears the account's count. Per account stops guessing one password from many
 addresses; per address stops one address trying many accounts.
 
-When Redis is down nothing can be counted, so sign-in is refused with a message rather than
-left unthrottled (fail closed, like the API's rate limit).
+Sign-ups are counted per client address (SIGNUPS_PER_ADDRESS per SIGNUP_WINDOW_S): every
+per-learner limit (GPU seconds, texts per minute, uploads) would otherwise multiply with accounts.
+
+When Redis is down nothing can be counted, so sign-in and sign-up are refused with a message
+rather than left unthrottled (fail closed, like the API's rate limit).
 """
 
 from __future__ import annotations
@@ -67,3 +70,17 @@ def record_success(username: str) -> None:
         limits.clear(_account_key(username))
     except limits.LimiterUnavailable:
         pass
+
+
+def take_signup(address: str) -> str | None:
+    """Count one account created from `address`; why not (a message), or None to go ahead."""
+    try:
+        charge = limits.take(f"signup:address:{address or 'unknown'}", 1, limit=settings.SIGNUPS_PER_ADDRESS,
+                             window_s=settings.SIGNUP_WINDOW_S)
+    except limits.LimiterUnavailable:
+        return ("Signing up is paused for a moment: the service that counts sign-ups is unavailable. "
+                "Try again in a minute.")
+    if not charge.charged:
+        return (f"Too many accounts created from your address: try again in {_wait(charge.retry_after_s)}, "
+                "or log in to the account you made.")
+    return None

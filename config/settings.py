@@ -283,6 +283,10 @@ BASELINE_API_CALLS_PER_DAY = env_int("TUNELAB_BASELINE_API_CALLS_PER_DAY", 2000,
 LOGIN_FAILURES_PER_ACCOUNT = env_int("TUNELAB_LOGIN_FAILURES_PER_ACCOUNT", 5, min_value=1)
 LOGIN_FAILURES_PER_ADDRESS = env_int("TUNELAB_LOGIN_FAILURES_PER_ADDRESS", 20, min_value=1)
 LOGIN_THROTTLE_WINDOW_S = env_int("TUNELAB_LOGIN_THROTTLE_WINDOW", 900, min_value=1)
+# Accounts one address may create per window: every per-learner limit multiplies with accounts.
+# A class signing up from behind one NAT needs more (or accounts made by staff in the admin).
+SIGNUPS_PER_ADDRESS = env_int("TUNELAB_SIGNUPS_PER_ADDRESS", 10, min_value=1)
+SIGNUP_WINDOW_S = env_int("TUNELAB_SIGNUP_WINDOW", 3600, min_value=1)
 # Request bodies: refused with 413 from the Content-Length header, before Django reads them,
 # and cut off when a body without one streams past the limit. The API's is smaller: 64 texts.
 MAX_BODY_BYTES = env_int("TUNELAB_MAX_BODY_BYTES", 4_000_000, min_value=10_000)
