@@ -128,12 +128,22 @@ def run_config(run: Run) -> dict:
 def run_context(run: Run) -> dict:
     events = list(run.events.order_by("-seq")[:LOG_TAIL * 3])
     latest_step = next((e.payload for e in events if e.type == "step"), None)
+    # Scoring follows the last step, so a scoring event newer than every step is the current phase.
+    latest = next((e for e in events if e.type in ("step", "scoring")), None)
+    scoring = latest.payload if latest is not None and latest.type == "scoring" else None
     log_tail = [e for e in reversed(events) if e.type in ("status", "log", "eval")][-LOG_TAIL:]
+    if scoring:
+        progress_pct = round(100 * scoring["done_all"] / scoring["total_all"])
+    else:
+        progress_pct = round(100 * latest_step["step"] / latest_step["total_steps"]) if latest_step else 0
     return {
         "run": run,
         "config_rows": config_rows(run_config(run)),
         "latest_step": latest_step,
-        "progress_pct": round(100 * latest_step["step"] / latest_step["total_steps"]) if latest_step else 0,
+        "scoring": scoring,
+        "progress_pct": 100 if run.status == Run.Status.SUCCEEDED else progress_pct,
+        "took": human_duration((run.finished_at - run.started_at).total_seconds())
+        if run.finished_at and run.started_at else "",
         "log_tail": log_tail,
         "can_cancel": run.is_active,
     }

@@ -522,11 +522,12 @@ def single_token_label_ids(tokenizer, labels) -> list[int] | None:
     return [seq[0] for seq in seqs] if all(len(seq) == 1 for seq in seqs) else None
 
 
-def score_split(run: Prepared, split: Split) -> dict:
+def score_split(run: Prepared, split: Split, progress=None) -> dict:
     """Loss (the training loss), metrics and predictions of the model as it is now.
 
     Label scores are what the Classifier computes (label-token logits at the prompt's last
-    position, softmax over the labels), read from the same pass as the loss.
+    position, softmax over the labels), read from the same pass as the loss. progress(done, total)
+    is called after each batch: scoring the test split twice takes as long as many training steps.
     """
     import torch
 
@@ -542,6 +543,8 @@ def score_split(run: Prepared, split: Split) -> dict:
             indices = order[start : start + run.config.eval_batch_size]
             loss, n, last = split_loss(run.decoder, run.head, split, indices)
             loss_sum, n_tokens = loss_sum + loss.item(), n_tokens + n
+            if progress is not None:
+                progress(start + len(indices), len(order))
             if run.label_ids is not None:
                 probs = torch.softmax(last.float() @ run.head.weight[run.label_ids].float().T, dim=-1).tolist()
                 for i, row in zip(indices, probs, strict=True):
@@ -745,19 +748,24 @@ def validate(run: Prepared, step: int) -> dict:
     }
 
 
-def save_and_score(run: Prepared, out_dir: Path, best: Best, zero_shot: bool) -> tuple[dict, dict | None]:
+def save_and_score(run: Prepared, out_dir: Path, best: Best, zero_shot: bool, report=None) -> tuple[dict, dict | None]:
     """Keep the best validation weights (keep_best), save the adapter, score it on the test
-    split and, if asked, the base model without adapter: (test result, zero-shot metrics)."""
+    split and, if asked, the base model without adapter: (test result, zero-shot metrics).
+    report gets {"type": "scoring", "phase": "test" | "zero_shot", "done", "total"} per batch."""
+
+    def progress(phase):
+        return (lambda done, total: report({"type": "scoring", "phase": phase, "done": done, "total": total})) if report else None
+
     if best.record is not None:
         best.restore()
     run.model.save_pretrained(out_dir)
     (out_dir / "README.md").unlink(missing_ok=True)  # peft's empty model card
     run.model.eval()
-    test = score_split(run, run.test)
+    test = score_split(run, run.test, progress("test"))
     baseline = None
     if zero_shot:  # the frozen blocks' hidden states are shared with the scoring above
         with run.model.disable_adapter():
-            baseline = score_split(run, run.test)["metrics"]
+            baseline = score_split(run, run.test, progress("zero_shot"))["metrics"]
     with open(out_dir / "test_predictions.jsonl", "w", encoding="utf-8") as f:
         for row in test["predictions"]:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -871,7 +879,7 @@ def finish(run: Prepared, out_dir: Path, best: Best, validation, started, step, 
         samples_per_s=samples / train_s if train_s else 0.0, validation=validation,
     )
     if not cancelled:
-        test, result.zero_shot = save_and_score(run, out_dir, best, config.zero_shot)
+        test, result.zero_shot = save_and_score(run, out_dir, best, config.zero_shot, emit)
         result.metrics = test["metrics"]
         result.best_validation = best.record
         shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)  # finished: nothing left to resume

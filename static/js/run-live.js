@@ -28,7 +28,10 @@
     log.scrollTop = log.scrollHeight;
   }
 
-  function setStatus(status, error) {
+  let startedAt = null; // when the run started (its "running" event), for "succeeded in 2:23"
+
+  function setStatus(status, error, at) {
+    if (status === "running" && at && !startedAt) startedAt = Date.parse(at);
     const badge = $("run-status");
     badge.textContent = status;
     badge.dataset.status = status;
@@ -36,6 +39,10 @@
     if (FINAL.includes(status)) {
       // The run is over: nothing is live any more, and a heartbeat time would only look stale.
       finished = status;
+      // Nothing is left to wait for: no ETA, the bar full only for a run that completed.
+      if (status === "succeeded") $("run-progress").value = 100;
+      const took = startedAt && at ? ` in ${clock((Date.parse(at) - startedAt) / 1000)}` : "";
+      $("run-progress-text").textContent = `${status}${took}`;
       $("cancel-form")?.remove();
       $("run-heartbeat")?.remove();
       $("run-connection").textContent = `${status}: the run has ended, nothing more will arrive`;
@@ -45,19 +52,29 @@
 
   function onEvent(event) {
     switch (event.type) {
-      case "step":
+      case "step": {
         chart.addStep(event.step, event.loss);
         $("run-progress").value = (100 * event.step) / event.total_steps;
-        $("run-progress-text").textContent =
-          `step ${event.step} / ${event.total_steps} · elapsed ${clock(event.elapsed_s)} · ETA ${clock(event.eta_s)}` +
+        // A range while the estimate is a guess (labs.training.ProgressReport), one value once it is measured.
+        const eta = event.eta_low_s != null ? `${clock(event.eta_low_s)}–${clock(event.eta_high_s)}` : clock(event.eta_s);
+        if (!finished) $("run-progress-text").textContent =
+          `step ${event.step} / ${event.total_steps} · elapsed ${clock(event.elapsed_s)} · ETA ${eta}` +
           ` · ${num(event.samples_per_s, 1)} samples/s · loss ${num(event.loss, 4)}`;
+        break;
+      }
+      case "scoring":
+        // After the last step the test split is scored (twice, with the zero-shot baseline): its own progress.
+        $("run-progress").value = (100 * event.done_all) / event.total_all;
+        if (!finished) $("run-progress-text").textContent =
+          `scoring the test split${event.phase === "zero_shot" ? " without the adapter (zero-shot baseline)" : ""}: ` +
+          `${event.done} / ${event.total} reviews · ETA ${clock(event.eta_s)}`;
         break;
       case "eval":
         chart.addEval(event.step, event.loss);
         addLog(`validation at step ${event.step}: loss ${num(event.loss, 4)}, accuracy ${num(event.accuracy, 3)}`);
         break;
       case "status":
-        setStatus(event.status, event.error);
+        setStatus(event.status, event.error, event.t);
         addLog(event.message);
         break;
       default:

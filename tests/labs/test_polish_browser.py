@@ -1,10 +1,14 @@
 """What a first visit trips over on the labs pages (issue 25), checked in a real browser at
 desktop and phone widths: boxes are measured, not eyeballed."""
 
+import threading
+
 import pytest
+from django.utils import timezone
 
 from labs.models import Run
 from tests.conftest import log_in_browser
+from tests.labs.conftest import make_run
 from tests.labs.test_launch import LAUNCH
 
 pytestmark = pytest.mark.browser
@@ -49,3 +53,47 @@ def test_launch_says_it_is_working_and_cannot_be_clicked_twice(live_server, page
     assert page.locator("#launch-submit").is_disabled()
     assert page.locator("#launch-submit").inner_text() == "Launching…"
     assert page.locator("#launch-busy").is_visible()
+
+
+def test_the_live_page_streams_scoring_and_drops_the_eta_when_the_run_ends(tmp_path, page, transactional_db, client,
+                                                                           owner):
+    from labs.services import event_append
+    from tests.servers import daphne_server
+
+    run = make_run(owner, status=Run.Status.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now())
+    event_append(run_id=run.pk, type="status", payload={"status": "running", "message": "Started."}, notify=False)
+    event_append(run_id=run.pk, type="step", notify=False, payload={
+        "step": 1, "total_steps": 40, "loss": 1.2, "elapsed_s": 3.0, "eta_s": 147.0, "eta_low_s": 147.0, "eta_high_s": 523.0,
+        "samples_per_s": 2.5})
+    with daphne_server(tmp_path) as address:
+        base = f"http://{address}"
+        log_in_browser(page, client, owner, base)
+        page.goto(f"{base}/labs/runs/{run.pk}/")
+        page.locator("#run-connection").get_by_text("live").wait_for()
+        assert "ETA 2:27–8:43" in page.locator("#run-progress-text").inner_text()  # a range while it is a guess
+
+        def worker(events):  # in a thread: Playwright's event loop owns this one
+            for kind, payload in events:
+                event_append(run_id=run.pk, type=kind, payload=payload)
+
+        def send(*events):
+            thread = threading.Thread(target=worker, args=(events,))
+            thread.start()
+            thread.join()
+
+        send(("scoring", {"phase": "test", "done": 128, "total": 261, "done_all": 128, "total_all": 522,
+                          "elapsed_s": 13.0, "eta_s": 40.0}))
+        page.locator("#run-progress-text").get_by_text("scoring the test split: 128 / 261 reviews · ETA 0:40").wait_for()
+        assert round(page.locator("#run-progress").evaluate("el => el.value")) == 25
+
+        def finish():
+            Run.objects.filter(pk=run.pk).update(status=Run.Status.SUCCEEDED, finished_at=timezone.now())
+            event_append(run_id=run.pk, type="status", payload={"status": "succeeded", "message": "Finished."})
+
+        thread = threading.Thread(target=finish)
+        thread.start()
+        thread.join()
+        page.locator("#run-status[data-status=succeeded]").wait_for()
+        text = page.locator("#run-progress-text").inner_text()
+        assert text.startswith("succeeded in ") and "ETA" not in text
+        assert page.locator("#run-progress").evaluate("el => el.value") == 100
