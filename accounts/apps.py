@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.auth.signals import user_logged_out
 
 
 class AccountsConfig(AppConfig):
@@ -11,3 +12,12 @@ class AccountsConfig(AppConfig):
 
         # The admin's login page is throttled like the site's (accounts.throttle).
         admin.site.login_form = AdminLoginForm
+        # Logging out closes the session's live streams: a socket outliving its login would
+        # keep streaming a learner's runs to whoever uses the browser next.
+        user_logged_out.connect(_close_streams, dispatch_uid="accounts.close_streams")
+
+
+def _close_streams(sender, request, user, **kwargs):
+    from ops.consumers import end_session_streams  # (imports models: not before the app registry is ready)
+
+    end_session_streams(getattr(getattr(request, "session", None), "session_key", None))

@@ -234,6 +234,10 @@ LLM_PRICE_OUTPUT_PER_M = env_float("TUNELAB_LLM_PRICE_OUTPUT_PER_M", 0.60, min_v
 JUDGE_RATE_PER_HOUR = env_int("TUNELAB_JUDGE_RATE_PER_HOUR", 60, min_value=1)
 
 MAX_ACTIVE_RUNS_PER_USER = env_int("TUNELAB_MAX_ACTIVE_RUNS", 2, min_value=1)
+# Live streams (websockets) one learner may have open at once (a run page holds one), and how
+# often one stream re-reads the database when its page asks ("sync").
+WS_PER_USER = env_int("TUNELAB_WS_PER_USER", 12, min_value=1)
+WS_SYNC_INTERVAL_S = env_float("TUNELAB_WS_SYNC_INTERVAL", 1.0, min_value=0)
 # Dataset uploads a learner may keep (bytes of examples as stored; a repeated file is kept once).
 # Over it, their uploads no run uses are dropped oldest first; a launch that still does not fit is refused.
 UPLOAD_BYTES_PER_USER = env_int("TUNELAB_UPLOAD_BYTES_PER_USER", 20_000_000, min_value=1)

@@ -156,3 +156,47 @@ def clear(key: str) -> None:
         _redis().delete(PREFIX + key)
     except Exception as exc:
         raise LimiterUnavailable(f"the limit counter (Redis) is unavailable: {type(exc).__name__}") from exc
+
+
+# --- slots: things held open (websockets), not spent ----------------------------------------
+
+# KEYS[1]: the holder's sorted set (member -> last seen). ARGV: now, ttl_s, limit, member, mode.
+# A member not refreshed within ttl_s is gone (its process died without releasing it).
+_SLOT_LUA = """
+local now, ttl, limit, member, mode = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5]
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+if mode == 'release' then
+  redis.call('ZREM', KEYS[1], member)
+  return 1
+end
+if mode == 'take' and redis.call('ZSCORE', KEYS[1], member) == false and redis.call('ZCARD', KEYS[1]) >= limit then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now, member)
+redis.call('PEXPIRE', KEYS[1], math.ceil(ttl * 1000) + 1000)
+return 1
+"""
+
+
+def _slot(key: str, member: str, *, limit: int, ttl_s: float, mode: str) -> bool:
+    try:
+        client = _redis()
+        script = getattr(client, "tunelab_slot_script", None) or client.register_script(_SLOT_LUA)
+        client.tunelab_slot_script = script
+        return bool(script(keys=[PREFIX + key], args=[time.time(), ttl_s, limit, member, mode]))
+    except Exception as exc:
+        raise LimiterUnavailable(f"the limit counter (Redis) is unavailable: {type(exc).__name__}") from exc
+
+
+def slot_take(key: str, member: str, *, limit: int, ttl_s: float) -> bool:
+    """Hold one of `limit` slots under `key` as `member` (e.g. one open websocket of a learner);
+    False when all are held. The holder refreshes it (slot_refresh) within ttl_s, or it lapses."""
+    return _slot(key, member, limit=limit, ttl_s=ttl_s, mode="take")
+
+
+def slot_refresh(key: str, member: str, *, ttl_s: float) -> None:
+    _slot(key, member, limit=0, ttl_s=ttl_s, mode="refresh")
+
+
+def slot_release(key: str, member: str) -> None:
+    _slot(key, member, limit=0, ttl_s=1e9, mode="release")
