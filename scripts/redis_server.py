@@ -48,7 +48,9 @@ class RedisServer:
             "--save", "3600 1" if self.persist else "", "--appendonly", "yes" if self.persist else "no",
             "--appendfsync", "everysec",
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        # Its own session: a Ctrl-C in the terminal reaches runstack.py, which stops Redis last, after
+        # the workers; in the terminal's process group Redis got SIGINT first and the workers lost their broker.
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

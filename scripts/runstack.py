@@ -77,7 +77,10 @@ class Stack:
         tmp.replace(self.var / "runstack.json")
 
     def supervise_once(self) -> None:
-        """Restart whatever died: Redis first (everything else needs it), then the others."""
+        """Restart whatever died: Redis first (everything else needs it), then the others. Not while
+        stopping: a process that exits then is being stopped, not crashing."""
+        if self.stopping:
+            return
         if self.redis is not None and not self.redis.alive:
             print("redis exited; restarting it (it reloads its append-only file).", file=sys.stderr)
             try:
@@ -87,7 +90,7 @@ class Stack:
                 return
             self.write_pids()
         for name, child in list(self.children.items()):
-            if child.poll() is not None and not self.stopping:
+            if child.poll() is not None:
                 print(f"{name} exited with {child.returncode}; restarting it.", file=sys.stderr)
                 self.start(name)
 
