@@ -4,7 +4,7 @@
     .venv/bin/python bench/train_bench.py --steps 40 --json var/bench/train.json
     .venv/bin/python bench/train_bench.py --smoke    # the tiny test model, 2 steps, one seed: seconds (make test)
 
---smoke runs TRL (its defaults row) only where trl is installed (make bench installs it; make test does not).
+--smoke runs TRL (its defaults row) only where trl is installed (requirements-dev.txt and make bench install it).
 
 Three trainers, each in its own subprocess (so peak RSS is per trainer), one after the other:
 - ours:          mlcore.train.train(): length-grouped batches padded to their longest, the
