@@ -77,3 +77,22 @@ def test_a_submit_that_skipped_the_warning_is_not_graded(owner_client, owner, ma
     assert attempt.is_open
     overview = owner_client.get(f"/quiz/attempts/{attempt.pk}/").content.decode()
     assert "2 of 2 questions are not answered" in overview and 'name="unanswered_ok" value="2"' in overview
+
+
+def test_question_filters_apply_when_chosen_and_leave_the_first_phone_screen_to_results(
+        live_server, page, transactional_db, owner, make_question, screenshot):
+    make_question("single", difficulty="advanced", title="An advanced one")
+    make_question("open", difficulty="intermediate", title="An intermediate one")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{live_server.url}/quiz/")
+    count = page.locator("#result-count").bounding_box()
+    assert count["y"] + count["height"] <= 844  # the results start in the first screen
+    assert not page.locator("#id_difficulty").is_visible()  # folded on a phone
+    screenshot(page, "polish-question-filters")
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.goto(f"{live_server.url}/quiz/")
+    assert page.locator("#id_difficulty").is_visible()  # open on a laptop
+    page.select_option("#id_difficulty", "advanced")  # no Search click
+    page.wait_for_url(re.compile(r"difficulty=advanced"))
+    assert page.locator(".question-list").inner_text().strip().startswith("An advanced one")
+    assert "An intermediate one" not in page.locator(".question-list").inner_text()
