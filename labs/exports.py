@@ -27,10 +27,10 @@ log = logging.getLogger(__name__)
 
 STALE_AFTER_S = 15 * 60  # a queued/running state this old lost its worker: offer the build again
 PROGRESS_EVERY_S = 0.5  # state-file writes while building, at most this often
-# Measured agreement with this site's classifier in llama.cpp: bench/README.md (GGUF section).
+# How many labels each keeps: labs.presenters.GGUF_AGREEMENT (measured; the panel shows it).
 QUANT_LABELS = {
     "q8_0": "q8_0 · 8.5 bits (default)",
-    "q4_0": "q4_0 · 4.5 bits, loses much of the fine-tune",
+    "q4_0": "q4_0 · 4.5 bits, smallest",
     "f16": "f16 · 16 bits, exact",
     "q4_k_m": "Q4_K_M · llama.cpp K-quant",
 }

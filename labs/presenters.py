@@ -250,6 +250,21 @@ def adapter_zip(run: Run):
     return archive
 
 
+# --- GGUF exports ----------------------------------------------------------------------------
+
+# How many of our classifier's labels a GGUF export keeps, measured once and stated here only:
+# the download panel reads it, and a test holds README.md and bench/README.md to it. Default-lab
+# adapter, the bundled test split (261 reviews), changed tensors rounded by GPTQ
+# (bench/gguf_bench.py); (transformers' GGUF loader, llama.cpp), None where not measured.
+GGUF_AGREEMENT = {"f16": (1.0, None), "q8_0": (0.996, 0.989), "q4_0": (0.981, 0.977)}
+
+
+def gguf_agreement_rows() -> list[dict]:
+    """The measured agreement per quant, as the panel shows it ("99.6%", "98.9%")."""
+    return [{"quant": quant, "transformers": f"{hf:.1%}", "llama_cpp": f"{cpp:.1%}" if cpp is not None else ""}
+            for quant, (hf, cpp) in GGUF_AGREEMENT.items()]
+
+
 # --- several runs ----------------------------------------------------------------------------
 
 

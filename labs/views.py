@@ -203,7 +203,8 @@ def run_gguf(request, pk: int):
             error, status = f"quant: {exc}", 400
         if not request.htmx and not error:
             return redirect(f"{reverse('labs:results', args=[run.pk])}#gguf-export")
-    context = {"run": run, "gguf": exports.gguf_panel(run, error=error, selected=quant)}
+    context = {"run": run, "gguf": exports.gguf_panel(run, error=error, selected=quant),
+               "agreement": presenters.gguf_agreement_rows()}
     return render(request, "labs/_gguf_export.html", context, status=status)
 
 
