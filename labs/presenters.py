@@ -4,6 +4,7 @@ parse -> authorize -> call -> render."""
 from __future__ import annotations
 
 import math
+import statistics
 import tempfile
 import zipfile
 
@@ -49,15 +50,29 @@ def missing_model_notes_for(user) -> list[str]:
     return [f"{spec.label} is not installed on this server." for spec in missing]
 
 
+# Settings that decide how long a run takes: a run counts towards its lab's time only if it kept
+# the lab's values for these (a 1-epoch clone is not the lab's run, and was averaged in).
+DURATION_SETTINGS = ("base_model", "dataset", "epochs", "max_steps", "train_limit", "batch_size", "grad_accum",
+                     "eval_every", "max_length", "lora_top_blocks")
+
+
 def lab_durations(lab: Lab) -> dict:
-    """How long this lab's finished runs took on this server (start to results), measured rather
-    than promised: the median and range of the latest 20, or n=0 when none has finished yet."""
+    """How long this lab's runs took on this server (start to results), measured rather than
+    promised: the median and range of the latest 20 finished with the lab's own settings, or
+    n=0 when none has."""
     rows = (Run.objects.filter(lab=lab, status=Run.Status.SUCCEEDED, started_at__isnull=False, finished_at__isnull=False)
-            .order_by("-finished_at").values_list("started_at", "finished_at")[:20])
-    seconds = sorted((finished - started).total_seconds() for started, finished in rows)
+            .order_by("-finished_at").values_list("config", "started_at", "finished_at")[:100])
+    presets = [lab.preset] + [{**lab.preset, **(v.get("overrides") or {})} for v in lab.variants]
+    keys = [[k for k in DURATION_SETTINGS if k in preset] for preset in presets]
+
+    def as_preset(config: dict) -> bool:
+        return any(all(config.get(k) == preset[k] for k in ks) for preset, ks in zip(presets, keys, strict=True))
+
+    latest = [(finished - started).total_seconds() for config, started, finished in rows if as_preset(config)][:20]
+    seconds = sorted(latest)
     if not seconds:
         return {"n": 0}
-    return {"n": len(seconds), "median": human_duration(seconds[len(seconds) // 2]),
+    return {"n": len(seconds), "median": human_duration(statistics.median(seconds)),
             "fastest": human_duration(seconds[0]), "slowest": human_duration(seconds[-1])}
 
 
