@@ -97,3 +97,9 @@ def test_the_live_page_streams_scoring_and_drops_the_eta_when_the_run_ends(tmp_p
         text = page.locator("#run-progress-text").inner_text()
         assert text.startswith("succeeded in ") and "ETA" not in text
         assert page.locator("#run-progress").evaluate("el => el.value") == 100
+
+
+@pytest.mark.django_db
+def test_no_template_comment_leaks_onto_a_page(owner_client, labs):
+    page = owner_client.post(LAUNCH, {"learning_rate": "0.5"}).content.decode()
+    assert "{#" not in page and "#}" not in page
