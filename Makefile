@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: run dev test test-postgres postgres setup lint browser bench bench-train bench-infer bench-gguf llama-cpp clean-var
+.PHONY: run dev test test-fast test-postgres postgres setup lint browser bench bench-train bench-infer bench-gguf llama-cpp clean-var
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -73,8 +73,19 @@ endef
 browser:
 	$(call need_debian,test -x $(CHROMIUM),chromium)
 
+# The suite runs on TEST_WORKERS pytest-xdist workers, each with its own Redis, test database and
+# ports; more workers than cores pays because most of the suite waits on servers and workers it
+# starts. loadgroup keeps a module's shared server stack or export on one worker (tests/conftest.py).
+# `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= 4
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+
 test: browser $(VENV)/.dev-deps lint
-	$(PY) -m pytest
+	$(PYTEST)
+
+# The edit loop: everything but the browser, the real default model and other processes (README, "Tests").
+test-fast: $(VENV)/.dev-deps
+	$(PYTEST) -m "not browser and not slow and not live"
 
 # The same suite against a real PostgreSQL server: a throwaway cluster under var/ on a free
 # loopback port (scripts/pg_test.sh), from Debian's postgresql package (installed as root when missing).
@@ -82,7 +93,7 @@ postgres:
 	$(call need_debian,ls /usr/lib/postgresql/*/bin/initdb,postgresql)
 
 test-postgres: browser postgres $(VENV)/.dev-deps
-	scripts/pg_test.sh $(PY) -m pytest
+	scripts/pg_test.sh $(PYTEST)
 
 bench: bench-train bench-infer
 

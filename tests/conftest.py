@@ -11,12 +11,72 @@ PASSWORD = "correct-horse-battery-staple"
 # Servers the tests start serve static files from static/ (edits are seen at once), not from a
 # collected copy under var/ that another checkout's collectstatic may have left stale.
 os.environ.setdefault("TUNELAB_STATIC_FROM_SOURCE", "true")
+# Under pytest-xdist the parallelism is the workers: one torch/OpenMP thread each (set before
+# torch is imported), or N workers x N threads spin against each other on N cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+# Names whose use starts other processes (the servers of tests/servers.py and
+# scripts/redis_server.py, manage.py, a bench): a test that reaches one of them is marked `live`.
+LIVE_NAMES = {"celery_worker", "daphne_server", "RedisServer", "subprocess"}
+
+
+def _reaches(code, names: set[str], namespace: dict, seen: set) -> bool:
+    """Whether `code` names one of `names`, itself or through the tests' own helpers it calls
+    (module-level functions of tests/, followed a few calls deep)."""
+    if code in seen or len(seen) > 200:
+        return False
+    seen.add(code)
+    if names & set(code.co_names):
+        return True
+    for const in code.co_consts:  # nested functions and lambdas
+        if hasattr(const, "co_names") and _reaches(const, names, namespace, seen):
+            return True
+    for name in code.co_names:
+        helper = namespace.get(name)
+        helper_code = getattr(helper, "__code__", None)
+        if helper_code and getattr(helper, "__module__", "").startswith("tests.") and \
+                _reaches(helper_code, names, helper.__globals__, seen):
+            return True
+    return False
+
+
+def _starts_servers(item) -> bool:
+    functions = [getattr(item, "function", None)]
+    for defs in getattr(item, "_fixtureinfo", None) and item._fixtureinfo.name2fixturedefs.values() or ():
+        functions += [fixturedef.func for fixturedef in defs]
+    seen: set = set()
+    return any(f is not None and hasattr(f, "__code__") and _reaches(f.__code__, LIVE_NAMES, f.__globals__, seen)
+               for f in functions)
 
 
 def pytest_collection_modifyitems(config, items):
-    """Run browser tests last: Playwright's sync API leaves an event loop running in the main
-    thread for the rest of the session, and asyncio.run() in later websocket tests would refuse."""
+    """Mark what each test costs, so `-m` can leave it out (README, "Tests"): `browser` for a
+    test that drives chromium, `slow` for one that loads the real default model, `live` for one
+    that starts other processes (Daphne, Celery workers, Redis, manage.py, a bench). Then run browser tests last:
+    Playwright's sync API leaves an event loop running in the main thread for the rest of the
+    session, and asyncio.run() in later websocket tests would refuse. (Under pytest-xdist each
+    worker runs its share in this order: the default `load` scheduling keeps it.)"""
+    xdist = config.pluginmanager.hasplugin("xdist")
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "browser" in fixtures:
+            item.add_marker(pytest.mark.browser)
+        if "smollm2" in fixtures:
+            item.add_marker(pytest.mark.slow)
+        if _starts_servers(item):
+            item.add_marker(pytest.mark.live)
+        if xdist and "browser" not in fixtures and _module_fixtures(item):
+            # `--dist loadgroup` sends a group to one worker: a module's shared server stack or
+            # exported model is built once, not once per worker that draws one of its tests.
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
     items.sort(key=lambda item: "browser" in getattr(item, "fixturenames", ()))
+
+
+def _module_fixtures(item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    return bool(info) and any(d.scope in ("module", "class", "package") for defs in info.name2fixturedefs.values() for d in defs)
 
 
 @pytest.fixture(autouse=True)
@@ -38,6 +98,19 @@ def clear_limit_counts(settings):
             client.delete(*keys)
     finally:
         client.close()
+
+
+@pytest.fixture(autouse=True)
+def own_artifacts_dir(request, settings, tmp_path_factory, monkeypatch):
+    """Each test that runs in this process gets its own run artifacts folder: run ids repeat
+    between tests (a rolled-back insert gives its id back), and this test's run 1 must not find
+    the adapter another test left in run-1/ (under xdist, a worker's order of tests is not the
+    file order). A `live` test keeps the session's folder, the one its servers were started with."""
+    if request.node.get_closest_marker("live"):
+        return
+    path = tmp_path_factory.mktemp("artifacts")
+    settings.ARTIFACTS_DIR = path
+    monkeypatch.setenv("TUNELAB_ARTIFACTS_DIR", str(path))
 
 
 @pytest.fixture

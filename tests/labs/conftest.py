@@ -47,7 +47,10 @@ def _empty_gpu_queue():
 def purge_queues(*queues):
     from config.celery import app
 
-    with app.connection_for_write() as conn:
+    # The session's Redis by its URL (tests/plugins/redis_plugin.py), not the app's broker
+    # setting: a test that points CELERY_BROKER_URL at a dead port still holds it while this
+    # fixture tears down, and kombu would retry that port for ~12 s.
+    with app.connection_for_write(url=os.environ["REDIS_URL"]) as conn:
         for queue in queues or ("gpu", "default"):
             try:
                 conn.default_channel.queue_purge(queue)
