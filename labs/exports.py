@@ -22,6 +22,7 @@ from django.db import transaction
 
 from labs.models import Run
 from mlcore import gguf_export
+from mlcore.prompt import PromptFormat
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,10 @@ def gguf_export_build(*, run_id: int, quant: str) -> ExportState:
             name = bundle_name(run, quant)
             result = gguf_export.export_merged(run.artifact_dir, Path(tmp) / f"{name}.gguf", quant=quant, progress=report)
             report(0.97, "Zipping with the Modelfile and README…")
-            gguf_export.write_bundle(bundle_path(run, quant), result.path, labels=read_labels(run.artifact_dir),
-                                     tokenizer=load_tokenizer(run.config["base_model"]), model_name=name)
+            labels = read_labels(run.artifact_dir)
+            gguf_export.write_bundle(bundle_path(run, quant), result.path, labels=labels, model_name=name,
+                                     tokenizer=load_tokenizer(run.config["base_model"]),
+                                     prompt=PromptFormat.for_adapter(run.artifact_dir, labels))
         _write_state(run, quant, "ready", progress=1.0)
     except Exception as exc:  # noqa: BLE001 - every failure must reach the page, not only ours
         log.exception("GGUF export of run %s at %s failed", run_id, quant)

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from .masking import prompt_and_answer_ids
-from .prompt import DEFAULT_MAX_TEXT_TOKENS, normalize_text, render_prompt, split_prompt, truncate_text
+from .prompt import DEFAULT_MAX_TEXT_TOKENS, PromptFormat, normalize_text, render_prompt, split_prompt, truncate_text
 
 _PROBE_TEXT = "The strap broke after two days, but the seller replaced it."
 
@@ -102,10 +102,14 @@ class Classifier:
         use_prefix_cache: bool = True,
         max_text_tokens: int = DEFAULT_MAX_TEXT_TOKENS,
         fuse: bool = False,
+        prompt: PromptFormat | None = None,
     ):
         """shots: labelled examples that go into every prompt (mlcore.prompt's k-shot format);
         they land in the shared prefix, computed once, so each review costs about what it costs
         zero-shot.
+
+        prompt: the format the model was trained with (PromptFormat.for_adapter); None = the
+        current default for the labels (a base model scored zero-shot).
 
         fuse=True: compute with mlcore.fused (same results, faster) when the model allows it
         and it pays on the model's device (fusing_pays_on: CPUs only).
@@ -115,6 +119,7 @@ class Classifier:
         self.tokenizer = tokenizer
         self.labels = list(labels)
         self.shots = tuple(shots)
+        self.prompt = prompt or PromptFormat.default(self.labels)
         self.use_prefix_cache = use_prefix_cache
         self.max_text_tokens = max_text_tokens
         causal_lm = _unwrap(model)
@@ -126,17 +131,18 @@ class Classifier:
         # The template around the review: prompt = prefix + review + suffix. Tokenised apart,
         # the pieces must give the tokens of the whole (ChatML puts special tokens at both
         # seams, so they do); checked once here rather than trusted.
-        prefix, suffix = split_prompt(tokenizer, self.labels, self.shots)
+        prefix, suffix = split_prompt(tokenizer, self.labels, self.shots, prompt=self.prompt)
         self._suffix = suffix
         self._prefix_ids = self._tokenize([prefix])[0]
         self._suffix_len = len(self._tokenize([suffix])[0])
-        whole = self._tokenize([render_prompt(tokenizer, _PROBE_TEXT, self.labels, self.shots)])[0]
+        whole = self._tokenize([render_prompt(tokenizer, _PROBE_TEXT, self.labels, self.shots, prompt=self.prompt)])[0]
         if whole != self._prefix_ids + self._tokenize([_PROBE_TEXT + suffix])[0]:
             raise RuntimeError("this chat template cannot be split around the review text")
 
         # Each label's answer tokens, exactly as training supervised them (without <|im_end|>).
         self._label_seqs = [
-            prompt_and_answer_ids(tokenizer, _PROBE_TEXT, label, self.labels)[1][:-1] for label in self.labels
+            prompt_and_answer_ids(tokenizer, _PROBE_TEXT, label, self.labels, prompt=self.prompt)[1][:-1]
+            for label in self.labels
         ]
         if any(len(seq) == 0 for seq in self._label_seqs):
             raise ValueError("a label must have at least one token")
@@ -302,6 +308,7 @@ def load_classifier(
     from .data import DEFAULT_LABELS
     from .registry import DEFAULT_BASE_MODEL, load_base
 
+    prompt = None  # a base model alone: the current default prompt
     if adapter_dir is not None:
         adapter_dir = Path(adapter_dir)
         if not (adapter_dir / "adapter_config.json").exists():
@@ -311,6 +318,9 @@ def load_classifier(
             base_name = json.loads(config_file.read_text())["base_model"]
         if labels is None and (adapter_dir / "labels.json").exists():
             labels = read_labels(adapter_dir)
+        labels = labels or list(DEFAULT_LABELS)
+        # Served exactly as trained, whatever the default prompt is today.
+        prompt = PromptFormat.for_adapter(adapter_dir, labels)
     model, tokenizer = load_base(base_name or DEFAULT_BASE_MODEL, device=device)
     if adapter_dir is not None:
         import warnings
@@ -326,5 +336,5 @@ def load_classifier(
     # The model is ours alone and only serves from here on: let the Classifier fuse its weights
     # (unless a peft wrapper still holds unmerged LoRA layers, which fusing cannot carry).
     return Classifier(
-        model, tokenizer, labels or list(DEFAULT_LABELS), use_prefix_cache=use_prefix_cache, fuse=True
+        model, tokenizer, labels or list(DEFAULT_LABELS), use_prefix_cache=use_prefix_cache, fuse=True, prompt=prompt
     )

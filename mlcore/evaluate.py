@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .metrics import compute_metrics
+from .metrics import compute_metrics, polar_metrics
 
 
 def evaluate(classifier, examples, *, batch_size: int = 32) -> dict:
-    """{"metrics": compute_metrics(...), "predictions": [{text, label, predicted, probs, correct}]}.
+    """{"metrics": compute_metrics(...), "polar": polar_metrics(...), "predictions": [{text, label, predicted, probs, correct}]}.
 
     The zero-shot baseline is this same function on a Classifier over the base model with no
     adapter: same prompt, same label scoring, so the two numbers are comparable.
@@ -18,6 +18,7 @@ def evaluate(classifier, examples, *, batch_size: int = 32) -> dict:
     )
     return {
         "metrics": metrics,
+        "polar": polar_metrics([e.label for e in examples], [p.label for p in predictions], [p.probs for p in predictions]),
         "predictions": [
             {
                 "text": e.text,

@@ -20,23 +20,29 @@ from pathlib import Path
 import numpy as np
 
 from .classify import Prediction
-from .gguf_export import LABELS_KEY, MAX_TEXT_TOKENS_KEY
-from .prompt import DEFAULT_MAX_TEXT_TOKENS, normalize_text, split_prompt, truncate_text
+from .gguf_export import LABELS_KEY, MAX_TEXT_TOKENS_KEY, PROMPT_KEY, PROMPT_VERSION_KEY
+from .prompt import DEFAULT_MAX_TEXT_TOKENS, UNVERSIONED, PromptFormat, normalize_text, split_prompt, truncate_text
 
 
 def llama_cpp_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-def gguf_metadata(path) -> tuple[list[str], int]:
-    """(labels, max_text_tokens) recorded in an exported file."""
+def gguf_metadata(path) -> tuple[list[str], int, PromptFormat]:
+    """(labels, max_text_tokens, prompt) recorded in an exported file; a file exported before
+    prompts were versioned was trained with version 1."""
     import gguf
 
     fields = gguf.GGUFReader(path).fields
     if LABELS_KEY not in fields:
         raise ValueError(f"{path} was not exported by tunelab (no {LABELS_KEY} key): its labels are unknown")
+    labels = list(fields[LABELS_KEY].contents())
     max_tokens = fields.get(MAX_TEXT_TOKENS_KEY)
-    return list(fields[LABELS_KEY].contents()), int(max_tokens.contents()) if max_tokens else DEFAULT_MAX_TEXT_TOKENS
+    if PROMPT_KEY in fields:
+        prompt = PromptFormat(int(fields[PROMPT_VERSION_KEY].contents()), str(fields[PROMPT_KEY].contents()))
+    else:
+        prompt = PromptFormat.default(labels, UNVERSIONED)
+    return labels, int(max_tokens.contents()) if max_tokens else DEFAULT_MAX_TEXT_TOKENS, prompt
 
 
 def load_gguf_classifier(path, *, backend: str = "auto", tokenizer=None, n_threads: int | None = None):
@@ -48,19 +54,20 @@ def load_gguf_classifier(path, *, backend: str = "auto", tokenizer=None, n_threa
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    labels, max_text_tokens = gguf_metadata(path)
+    labels, max_text_tokens, prompt = gguf_metadata(path)
     if backend == "auto":
         backend = "llama.cpp" if llama_cpp_available() else "transformers"
     if backend == "llama.cpp":
         if not llama_cpp_available():
             raise ValueError("llama-cpp-python is not installed (`make llama-cpp` builds it); use --backend transformers")
-        return LlamaCppClassifier(path, labels, max_text_tokens=max_text_tokens, n_threads=n_threads)
+        return LlamaCppClassifier(path, labels, max_text_tokens=max_text_tokens, n_threads=n_threads, prompt=prompt)
     if backend == "transformers":
-        return transformers_gguf_classifier(path, labels, max_text_tokens=max_text_tokens, tokenizer=tokenizer)
+        return transformers_gguf_classifier(path, labels, max_text_tokens=max_text_tokens, tokenizer=tokenizer, prompt=prompt)
     raise ValueError(f"unknown backend {backend!r}; choose llama.cpp, transformers or auto")
 
 
-def transformers_gguf_classifier(path, labels, *, max_text_tokens: int = DEFAULT_MAX_TEXT_TOKENS, tokenizer=None):
+def transformers_gguf_classifier(path, labels, *, max_text_tokens: int = DEFAULT_MAX_TEXT_TOKENS, tokenizer=None,
+                                 prompt: PromptFormat | None = None):
     """The file dequantized by transformers' GGUF loader, served by mlcore's Classifier."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -72,7 +79,7 @@ def transformers_gguf_classifier(path, labels, *, max_text_tokens: int = DEFAULT
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     model.eval()
-    classifier = Classifier(model, tokenizer, labels, max_text_tokens=max_text_tokens, fuse=True)
+    classifier = Classifier(model, tokenizer, labels, max_text_tokens=max_text_tokens, fuse=True, prompt=prompt)
     classifier.backend = "transformers"
     return classifier
 
@@ -88,7 +95,7 @@ class LlamaCppClassifier:
     backend = "llama.cpp"
 
     def __init__(self, path, labels, *, max_text_tokens: int = DEFAULT_MAX_TEXT_TOKENS, n_threads: int | None = None,
-                 max_batch: int = 32, lora=None):
+                 max_batch: int = 32, lora=None, prompt: PromptFormat | None = None):
         """lora: an adapter GGUF (export_gguf --adapter-only) applied on top of `path`, as --lora does."""
         import llama_cpp as lc
 
@@ -101,7 +108,7 @@ class LlamaCppClassifier:
         # The chat template is rendered (and reviews truncated) with the training tokenizer;
         # llama.cpp tokenizes the rendered text with the vocabulary inside the file.
         self.tokenizer = load_tokenizer(DEFAULT_BASE_MODEL)
-        self._prefix, self._suffix = split_prompt(self.tokenizer, self.labels)
+        self._prefix, self._suffix = split_prompt(self.tokenizer, self.labels, prompt=prompt)
         lc.llama_backend_init()
         lc.llama_log_set(_QUIET_LOG, ctypes.c_void_p())
         self._model = lc.llama_model_load_from_file(str(path).encode(), lc.llama_model_default_params())

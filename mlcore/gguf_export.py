@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .prompt import PromptFormat
+
 # Our quants -> the GGML type of the big 2-D tensors and the llama.cpp file type they make.
 QUANTS = {"f16": ("F16", "MOSTLY_F16"), "q8_0": ("Q8_0", "MOSTLY_Q8_0"), "q4_0": ("Q4_0", "MOSTLY_Q4_0")}
 K_QUANTS = {"q4_k_m": "Q4_K_M"}  # made by llama-quantize from our f16 export
@@ -55,6 +57,8 @@ BITS_PER_WEIGHT = {"F32": 32.0, "F16": 16.0, "Q8_0": 8.5, "Q4_0": 4.5, "Q4_1": 5
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "train_config.json", "labels.json")
 LABELS_KEY = "tunelab.labels"
 MAX_TEXT_TOKENS_KEY = "tunelab.max_text_tokens"
+PROMPT_KEY = "tunelab.system_prompt"  # the exact system prompt the adapter was trained with
+PROMPT_VERSION_KEY = "tunelab.prompt_version"
 KEPT_KEY = "tunelab.kept_base_tensors"  # how many tensors are the packaged base's own bytes
 # Keys the writer sets itself, or that describe the base file rather than ours.
 _SKIP_KEYS = ("GGUF.", "general.", "llama.")
@@ -164,7 +168,7 @@ def merged_model(adapter_dir, *, base_name: str | None = None):
     return model.eval(), tokenizer, base_name, labels
 
 
-def calibration_hessians(model, tokenizer, labels, weight_names: set[str]) -> dict:
+def calibration_hessians(model, tokenizer, labels, weight_names: set[str], prompt) -> dict:
     """{transformers weight name: H of its layer's inputs} over the first training reviews of the
     bundled set, rendered in the classifier's prompt: what calibrated rounding weighs errors by.
     Training reviews only, so an export's agreement measured on the test split is not tuned to it."""
@@ -172,7 +176,8 @@ def calibration_hessians(model, tokenizer, labels, weight_names: set[str]) -> di
     from .gguf_quant import CALIBRATION_REVIEWS, input_hessians
     from .prompt import render_prompt
 
-    prompts = [render_prompt(tokenizer, e.text, labels) for e in load_bundled("reviews").train[:CALIBRATION_REVIEWS]]
+    reviews = load_bundled("reviews").train[:CALIBRATION_REVIEWS]
+    prompts = [render_prompt(tokenizer, e.text, labels, prompt=prompt) for e in reviews]
     modules = {name.removesuffix(".weight") for name in weight_names}
     return {name + ".weight": h for name, h in input_hessians(model, tokenizer, prompts, modules).items()}
 
@@ -186,6 +191,7 @@ def export_merged(adapter_dir, out, *, quant: str = DEFAULT_QUANT, base_name: st
         return _export_k_quant(adapter_dir, Path(out), quant=quant, base_name=base_name, progress=progress)
     progress(0.02, "merging the adapter into the base model")
     model, tokenizer, base_name, labels = merged_model(adapter_dir, base_name=base_name)
+    prompt = PromptFormat.for_adapter(adapter_dir, labels)
     state, config = model.state_dict(), model.config
     _check_llama(config)
     import gguf
@@ -196,7 +202,7 @@ def export_merged(adapter_dir, out, *, quant: str = DEFAULT_QUANT, base_name: st
     hessians = {}
     if kept:  # the tensors LoRA changed are rounded again: calibrate that rounding
         progress(0.04, "measuring the changed layers' inputs on training reviews")
-        hessians = calibration_hessians(model, tokenizer, labels, adapted)
+        hessians = calibration_hessians(model, tokenizer, labels, adapted, prompt)
     arrays: dict[str, tuple[np.ndarray, str]] = {}
     names = [n for n in state if not (n == "lm_head.weight" and config.tie_word_embeddings)]
     for i, hf_name in enumerate(names):
@@ -211,7 +217,7 @@ def export_merged(adapter_dir, out, *, quant: str = DEFAULT_QUANT, base_name: st
         arrays[gguf_name] = (_encode(data, kind, hessians.get(hf_name)), kind)
         progress(0.05 + 0.85 * (i + 1) / len(names), f"quantizing {gguf_name} to {kind}")
     n_kept = sum(1 for n in names if n in kept)
-    writer_setup = lambda w: _write_model_metadata(w, config, base_name, labels, quant, n_kept)  # noqa: E731
+    writer_setup = lambda w: _write_model_metadata(w, config, base_name, labels, quant, n_kept, prompt)  # noqa: E731
     progress(0.92, "writing the file")
     path = _write_atomic(Path(out), writer_setup, arrays)
     progress(1.0, "done")
@@ -323,7 +329,7 @@ def _copy_field(writer, field) -> None:
         writer.add_key_value(field.name, field.contents(), main)
 
 
-def _write_model_metadata(writer, config, base_name: str, labels: list[str], quant: str, n_kept: int) -> None:
+def _write_model_metadata(writer, config, base_name: str, labels: list[str], quant: str, n_kept: int, prompt) -> None:
     import gguf
 
     from .prompt import DEFAULT_MAX_TEXT_TOKENS
@@ -352,6 +358,8 @@ def _write_model_metadata(writer, config, base_name: str, labels: list[str], qua
     writer.add_array(LABELS_KEY, list(labels))
     writer.add_uint32(MAX_TEXT_TOKENS_KEY, DEFAULT_MAX_TEXT_TOKENS)
     writer.add_uint32(KEPT_KEY, n_kept)
+    writer.add_string(PROMPT_KEY, prompt.system)
+    writer.add_uint32(PROMPT_VERSION_KEY, prompt.version)
 
 
 def _write_atomic(out: Path, add_metadata, arrays: dict[str, tuple[np.ndarray, str]]) -> Path:
@@ -452,21 +460,23 @@ def export_adapter(adapter_dir, out, *, base_name: str | None = None) -> ExportR
 _USER_SLOT = "\u2063USER\u2063"
 
 
-def ollama_template(tokenizer, labels) -> tuple[str, str]:
+def ollama_template(tokenizer, labels, prompt=None) -> tuple[str, str]:
     """(TEMPLATE, SYSTEM) for an Ollama Modelfile, cut out of mlcore.prompt's own rendering:
-    with .System and .Prompt filled in, Ollama builds exactly the prompt training used."""
-    from .prompt import labels_system_prompt, render_prompt
+    with .System and .Prompt filled in, Ollama builds exactly the prompt training used
+    (`prompt`: the adapter's PromptFormat; None = today's default)."""
+    from .prompt import render_prompt
 
-    system = labels_system_prompt(labels)
-    rendered = render_prompt(tokenizer, _USER_SLOT, labels)
+    prompt = prompt or PromptFormat.default(labels)
+    system = prompt.system
+    rendered = render_prompt(tokenizer, _USER_SLOT, labels, prompt=prompt)
     if rendered.count(system) != 1 or rendered.count(_USER_SLOT) != 1:
         raise ExportError("this chat template cannot be expressed as an Ollama TEMPLATE")
     return rendered.replace(system, "{{ .System }}").replace(_USER_SLOT, "{{ .Prompt }}"), system
 
 
-def modelfile(gguf_name: str, tokenizer, labels) -> str:
+def modelfile(gguf_name: str, tokenizer, labels, prompt=None) -> str:
     """An Ollama Modelfile: our template and system prompt, greedy, stopping after the label."""
-    template, system = ollama_template(tokenizer, labels)
+    template, system = ollama_template(tokenizer, labels, prompt)
     label_tokens = max(len(tokenizer(label, add_special_tokens=False)["input_ids"]) for label in labels)
     end_of_turn = tokenizer.eos_token or "<|im_end|>"
     return (
@@ -503,8 +513,9 @@ is the usual reason an exported model answers worse). Reviews were cut to 256 to
 """
 
 
-def write_bundle(zip_path, gguf_path, *, tokenizer, labels, model_name: str) -> Path:
-    """A zip with the GGUF, an Ollama Modelfile and a README, written atomically."""
+def write_bundle(zip_path, gguf_path, *, tokenizer, labels, model_name: str, prompt=None) -> Path:
+    """A zip with the GGUF, an Ollama Modelfile and a README, written atomically
+    (`prompt`: the adapter's PromptFormat, so the Modelfile says what training said)."""
     import zipfile
 
     zip_path, gguf_path = Path(zip_path), Path(gguf_path)
@@ -514,7 +525,7 @@ def write_bundle(zip_path, gguf_path, *, tokenizer, labels, model_name: str) -> 
         # GGUF blocks barely compress: store them, deflate the text files.
         with zipfile.ZipFile(tmp_name, "w") as zf:
             zf.write(gguf_path, arcname=gguf_path.name, compress_type=zipfile.ZIP_STORED)
-            zf.writestr("Modelfile", modelfile(gguf_path.name, tokenizer, labels), compress_type=zipfile.ZIP_DEFLATED)
+            zf.writestr("Modelfile", modelfile(gguf_path.name, tokenizer, labels, prompt), compress_type=zipfile.ZIP_DEFLATED)
             zf.writestr("README.md", bundle_readme(gguf_path.name, model_name, labels), compress_type=zipfile.ZIP_DEFLATED)
         os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, zip_path)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .prompt import render_full, render_prompt, truncate_text
+from .prompt import PromptFormat, render_full, render_prompt, truncate_text
 
 IGNORE_INDEX = -100  # what torch's cross_entropy skips
 END_OF_TURN = "<|im_end|>"
@@ -55,15 +55,17 @@ def _tokens(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def prompt_and_answer_ids(tokenizer, text: str, label: str, labels) -> tuple[list[int], list[int]]:
+def prompt_and_answer_ids(
+    tokenizer, text: str, label: str, labels, *, prompt: PromptFormat | None = None
+) -> tuple[list[int], list[int]]:
     """Token ids of the prompt and of the answer (label tokens + end-of-turn), checked.
 
     Tokenising prompt+answer must reproduce the tokenised prompt as its prefix; otherwise a
     BPE merge crosses the boundary and "the answer" would not be the tokens the model sees at
     serving time.
     """
-    prompt_ids = _tokens(tokenizer, render_prompt(tokenizer, text, labels))
-    full_ids = _tokens(tokenizer, render_full(tokenizer, text, label, labels))
+    prompt_ids = _tokens(tokenizer, render_prompt(tokenizer, text, labels, prompt=prompt))
+    full_ids = _tokens(tokenizer, render_full(tokenizer, text, label, labels, prompt=prompt))
     if full_ids[: len(prompt_ids)] != prompt_ids:
         raise MaskingError(
             "the tokenised prompt is not a prefix of the tokenised prompt+answer "
@@ -77,22 +79,24 @@ def prompt_and_answer_ids(tokenizer, text: str, label: str, labels) -> tuple[lis
     return prompt_ids, answer
 
 
-def encode(tokenizer, example, labels, *, max_length: int, mask_prompt: bool = True) -> EncodedExample:
+def encode(
+    tokenizer, example, labels, *, max_length: int, mask_prompt: bool = True, prompt: PromptFormat | None = None
+) -> EncodedExample:
     """input_ids + labels for one Example, at most `max_length` tokens.
 
     A review that does not fit is truncated (text first, never the answer). With
     mask_prompt=False every token is supervised (the "no masking" ablation).
     """
     text, truncated = example.text, False
-    prompt_ids, answer_ids = prompt_and_answer_ids(tokenizer, text, example.label, labels)
+    prompt_ids, answer_ids = prompt_and_answer_ids(tokenizer, text, example.label, labels, prompt=prompt)
     if len(prompt_ids) + len(answer_ids) > max_length:
         # The review's budget is what the template and answer leave of max_length. Token
         # boundaries can shift by a token after cutting, so re-check and shrink if needed.
-        overhead = sum(map(len, prompt_and_answer_ids(tokenizer, "", example.label, labels)))
+        overhead = sum(map(len, prompt_and_answer_ids(tokenizer, "", example.label, labels, prompt=prompt)))
         budget = max_length - overhead
         while True:
             text, truncated = truncate_text(tokenizer, example.text, max(budget, 0))
-            prompt_ids, answer_ids = prompt_and_answer_ids(tokenizer, text, example.label, labels)
+            prompt_ids, answer_ids = prompt_and_answer_ids(tokenizer, text, example.label, labels, prompt=prompt)
             excess = len(prompt_ids) + len(answer_ids) - max_length
             if excess <= 0 or budget <= 0:
                 break

@@ -34,3 +34,29 @@ def compute_metrics(y_true: list[str], y_pred: list[str], labels: list[str]) -> 
         "labels": labels,
         "n": len(y_true),
     }
+
+
+POLAR = ("positive", "negative")
+
+
+def polar_metrics(y_true: list[str], y_pred: list[str], probs: list[dict[str, float]]) -> dict | None:
+    """How a classifier treats the rows that do take a side (labelled positive or negative).
+
+    polar_accuracy: the share where P(positive) vs P(negative) leans the labelled way, asked even
+    when the classifier's answer was neutral: does it read the direction at all?
+    polar_called_neutral: the share it answered neutral. On real text this is the typical
+    failure of a classifier trained on tidy synthetic reviews ("Works great" -> neutral), and
+    macro-F1 hides it when the real set's own neutral labels are noisy.
+    None when the label set lacks positive or negative, or no row is polar.
+    """
+    if not probs or not all(label in probs[0] for label in POLAR):
+        return None
+    polar = [(t, p, pr) for t, p, pr in zip(y_true, y_pred, probs, strict=True) if t in POLAR]
+    if not polar:
+        return None
+    leans_right = sum((pr["positive"] > pr["negative"]) == (t == "positive") for t, _, pr in polar)
+    return {
+        "n": len(polar),
+        "polar_accuracy": leans_right / len(polar),
+        "polar_called_neutral": sum(p == "neutral" for _, p, _ in polar) / len(polar),
+    }

@@ -32,7 +32,7 @@ from typing import Any
 
 from .data import LABEL_ORDER, Dataset, Example
 from .masking import IGNORE_INDEX, EncodedExample, MaskingError, encode, prompt_and_answer_ids
-from .prompt import DEFAULT_MAX_TEXT_TOKENS, split_prompt
+from .prompt import DEFAULT_MAX_TEXT_TOKENS, DEFAULT_PROMPT_VERSION, SYSTEM_PROMPTS, PromptFormat, split_prompt
 from .registry import BASE_MODELS, DEFAULT_BASE_MODEL
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -217,6 +217,10 @@ class TrainConfig:
     # --- data --------------------------------------------------------------------------------
     max_length: int = setting(256, label="Max length (tokens)", low=32, high=8192,
                               help="Longer reviews are truncated (never the label).")
+    # Version 1 said "product review" while the data also holds restaurants and films (bench/README).
+    prompt_version: int = setting(DEFAULT_PROMPT_VERSION, label="Prompt version", low=1, high=max(SYSTEM_PROMPTS),
+                                  shown=False, help="The system prompt to train with (mlcore.prompt.SYSTEM_PROMPTS); "
+                                  "saved beside the adapter.")
     mask_prompt: bool = setting(True, label="Label masking", cli=("--no-mask",),
                                 help="Supervise only the answer; off = every token (the ablation lab).")
     train_limit: int | None = setting(None, label="Training examples", low=1, high=10_000_000, none_means="all",
@@ -340,7 +344,7 @@ def collate(examples: list[EncodedExample], pad_id: int, start: int = 0):
     return input_ids, attention_mask, labels
 
 
-def shared_prefix(tokenizer, labels, encoded: list[EncodedExample], mask_prompt: bool) -> list[int]:
+def shared_prefix(tokenizer, labels, encoded: list[EncodedExample], mask_prompt: bool, prompt: PromptFormat) -> list[int]:
     """Token ids every example starts with (the system turn), or [] if they do not all share it.
 
     Only used with masking on: then no prefix token is supervised, and the prefix's output is
@@ -348,7 +352,7 @@ def shared_prefix(tokenizer, labels, encoded: list[EncodedExample], mask_prompt:
     """
     if not mask_prompt:
         return []
-    prefix = tokenizer(split_prompt(tokenizer, labels)[0], add_special_tokens=False)["input_ids"]
+    prefix = tokenizer(split_prompt(tokenizer, labels, prompt=prompt)[0], add_special_tokens=False)["input_ids"]
     n = len(prefix)
     ok = all(e.input_ids[:n] == prefix and all(t == IGNORE_INDEX for t in e.labels[: n + 1]) for e in encoded)
     return prefix if ok else []
@@ -407,11 +411,11 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
 
 def encode_all(tokenizer, examples, labels, config, split: str, max_length: int | None = None) -> list[EncodedExample]:
     encoded = []
+    prompt = PromptFormat.default(labels, config.prompt_version)
     for i, example in enumerate(examples):
         try:
-            encoded.append(
-                encode(tokenizer, example, labels, max_length=max_length or config.max_length, mask_prompt=config.mask_prompt)
-            )
+            length = max_length or config.max_length
+            encoded.append(encode(tokenizer, example, labels, max_length=length, mask_prompt=config.mask_prompt, prompt=prompt))
         except MaskingError as exc:
             raise MaskingError(f"{split} example {i + 1}: {exc}") from exc
     return encoded
@@ -533,7 +537,7 @@ def score_split(run: Prepared, split: Split, progress=None) -> dict:
 
     from .classify import Classifier
     from .evaluate import evaluate
-    from .metrics import compute_metrics
+    from .metrics import compute_metrics, polar_metrics
 
     order = sorted(range(len(split)), key=lambda i: len(split.encoded[i].input_ids))
     predicted: list = [None] * len(split)
@@ -550,15 +554,18 @@ def score_split(run: Prepared, split: Split, progress=None) -> dict:
                 for i, row in zip(indices, probs, strict=True):
                     predicted[i] = dict(zip(run.labels, row, strict=True))
     if run.label_ids is None:
-        result = evaluate(Classifier(run.model, run.tokenizer, run.labels), split.examples, batch_size=run.config.eval_batch_size)
+        prompt = PromptFormat.default(run.labels, run.config.prompt_version)
+        classifier = Classifier(run.model, run.tokenizer, run.labels, prompt=prompt)
+        result = evaluate(classifier, split.examples, batch_size=run.config.eval_batch_size)
     else:
         rows = []
         for example, encoded, probs in zip(split.examples, split.encoded, predicted, strict=True):
             label = max(probs, key=probs.get)
             rows.append({"text": example.text, "label": example.label, "predicted": label, "probs": probs,
                          "correct": label == example.label, "truncated": encoded.text_truncated})
-        metrics = compute_metrics([r["label"] for r in rows], [r["predicted"] for r in rows], run.labels)
-        result = {"metrics": metrics, "predictions": rows}
+        y_true, y_pred = [r["label"] for r in rows], [r["predicted"] for r in rows]
+        metrics = compute_metrics(y_true, y_pred, run.labels)
+        result = {"metrics": metrics, "polar": polar_metrics(y_true, y_pred, [r["probs"] for r in rows]), "predictions": rows}
     return result | {"loss": loss_sum / max(n_tokens, 1)}
 
 
@@ -693,7 +700,8 @@ def prepare(config: TrainConfig, dataset: Dataset) -> Prepared:
     val_set = encode_all(tokenizer, dataset.validation, labels, config, "validation", eval_length)
     test_set = encode_all(tokenizer, dataset.test, labels, config, "test", eval_length)
     # Every example starts with the same system turn: it runs once per batch (mlcore.upper).
-    prefix = shared_prefix(tokenizer, labels, train_set + val_set + test_set, config.mask_prompt)
+    prompt = PromptFormat.default(labels, config.prompt_version)
+    prefix = shared_prefix(tokenizer, labels, train_set + val_set + test_set, config.mask_prompt, prompt)
     decoder = SplitDecoder(causal_lm, first_trainable_block(causal_lm), prefix)
     steps_per_epoch = math.ceil(math.ceil(len(train_set) / config.batch_size) / config.grad_accum)
     total_steps = config.epochs * steps_per_epoch
@@ -874,6 +882,7 @@ def finish(run: Prepared, out_dir: Path, best: Best, validation, started, step, 
     config, (train_s, samples) = run.config, timing
     (out_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     (out_dir / "labels.json").write_text(json.dumps(run.labels) + "\n")
+    PromptFormat.default(run.labels, config.prompt_version).save(out_dir, run.tokenizer)
     result = TrainResult(
         out_dir=out_dir, cancelled=cancelled, steps=step, total_steps=run.total_steps, elapsed_s=0.0, train_s=train_s,
         samples_per_s=samples / train_s if train_s else 0.0, validation=validation,

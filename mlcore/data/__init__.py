@@ -147,6 +147,34 @@ def parse_upload(
     return _validate_rows(rows, max_rows)
 
 
+def _read_text_file(path) -> tuple[str, str]:
+    """(content, lower-case suffix) of a UTF-8 file given on the command line."""
+    path = Path(path)
+    try:
+        content = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise DatasetError(f"{path} is not UTF-8 text") from None
+    return content, path.suffix.lower()
+
+
+def read_labelled(path, *, max_rows: int = 1_000_000) -> list[Example]:
+    """Labelled examples to score from a file (JSONL {"text", "label"} or CSV/TSV text,label).
+
+    The rules of an upload, except that a repeated text is allowed: an evaluation set is what
+    it is (SST's dev split repeats one sentence), and nothing is trained on it.
+    """
+    content, suffix = _read_text_file(path)
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        rows = _jsonl_rows(content)
+    elif suffix in (".csv", ".tsv"):
+        rows = _csv_rows(content, delimiter="\t" if suffix == ".tsv" else ",")
+    else:
+        raise DatasetError(f"unsupported file type {suffix or Path(path).name!r}: use .jsonl, .csv or .tsv")
+    return _validate_rows(rows, max_rows, unique=False)
+
+
 def _jsonl_rows(content: str):
     """(line number, text, label) per non-blank line."""
     for number, line in enumerate(content.splitlines(), start=1):
@@ -194,7 +222,7 @@ def _csv_rows(content: str, delimiter: str):
         yield start, row[text_col], row[label_col]
 
 
-def _validate_rows(rows, max_rows: int) -> list[Example]:
+def _validate_rows(rows, max_rows: int, *, unique: bool = True) -> list[Example]:
     examples: list[Example] = []
     first_line_of: dict[str, int] = {}
     for line, text, label in rows:
@@ -210,7 +238,7 @@ def _validate_rows(rows, max_rows: int) -> list[Example]:
                 f"unknown label {label!r}: labels must be one of {', '.join(LABEL_ORDER)}", line=line
             )
         text = text.strip()
-        if text in first_line_of:
+        if unique and text in first_line_of:
             raise DatasetError(f"duplicate text: the same review as line {first_line_of[text]}", line=line)
         first_line_of[text] = line
         examples.append(Example(text, label))
@@ -229,14 +257,7 @@ def read_texts(path) -> list[str]:
 
     Raises DatasetError naming the line for a file that cannot be read that way.
     """
-    path = Path(path)
-    try:
-        content = path.read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        raise DatasetError(f"cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise DatasetError(f"{path} is not UTF-8 text") from None
-    suffix = path.suffix.lower()
+    content, suffix = _read_text_file(path)
     texts: list[str] = []
     if suffix in (".jsonl", ".json", ".ndjson"):
         for number, line in enumerate(content.splitlines(), start=1):
@@ -265,5 +286,5 @@ def read_texts(path) -> list[str]:
         except csv.Error as exc:
             raise DatasetError(f"invalid CSV ({exc})", line=reader.line_num) from None
     else:
-        raise DatasetError(f"unsupported file type {suffix or path.name!r}: use .jsonl, .csv or .tsv")
+        raise DatasetError(f"unsupported file type {suffix or Path(path).name!r}: use .jsonl, .csv or .tsv")
     return texts

@@ -71,6 +71,26 @@ def build() -> dict[str, str]:
     return files
 
 
+def dataset_from_groups(groups, *, mixed: bool = False, drop_neutral_styles=()):
+    """The bundled split restricted to some SPLIT_GROUPS (indices), for data ablations: each
+    group is split on its own, so a subset keeps every text in the split it has in the full set.
+    drop_neutral_styles: training neutrals of these styles left out (validation and test kept)."""
+    from mlcore.data import Dataset, Example, ordered_labels
+
+    groups = set(groups)
+    rows = [row for row in read_raw() if row["group"] in groups and (mixed or row["label"] != "mixed")]
+    splits = {split: [] for split in SPLITS}
+    for group in sorted(groups):
+        members = [row for row in rows if row["group"] == group]
+        for split, part in zip(SPLITS, stratified_split(members, SEED, label_of=lambda row: row["label"]), strict=True):
+            kept = [row for row in part if split != "train" or not (row["label"] == "neutral"
+                                                                      and row["style"] in drop_neutral_styles)]
+            splits[split] += [Example(row["text"], row["label"]) for row in kept]
+    name = "reviews-mixed" if mixed else "reviews"
+    return Dataset(f"{name}[groups {','.join(map(str, sorted(groups)))}]",
+                   ordered_labels(e.label for e in splits["train"]), **splits)
+
+
 def main() -> None:
     for relative, content in build().items():
         out = DATA_DIR / relative

@@ -326,3 +326,13 @@ def test_the_default_model_export_agrees_with_the_torch_classifier(default_adapt
     agreement = np.mean([a == b for a, b in zip(labels, torch_labels, strict=True)])
     assert agreement >= floor, f"{quant}: {agreement:.3f} of {len(labels)} test labels agree"
     assert len(set(torch_labels)) > 1  # a real classifier, not one label for everything
+
+
+def test_the_exported_file_carries_the_adapters_prompt_and_is_classified_with_it(tiny_adapter, tiny_q8, tokenizer):
+    from mlcore.gguf_classify import gguf_metadata
+    from mlcore.prompt import PromptFormat
+
+    labels, _, prompt = gguf_metadata(tiny_q8.path)
+    trained = PromptFormat.for_adapter(tiny_adapter, labels)
+    assert (prompt.version, prompt.system) == (trained.version, trained.system)
+    assert gguf_export.modelfile("m.gguf", tokenizer, labels, prompt).count(f'SYSTEM """{prompt.system}"""') == 1

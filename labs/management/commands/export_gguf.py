@@ -50,9 +50,11 @@ class Command(BaseCommand):
 
         from mlcore import gguf_export
         from mlcore.classify import read_labels
+        from mlcore.prompt import PromptFormat
         from mlcore.registry import load_tokenizer
 
         config = gguf_export.check_adapter_dir(options["adapter"])
-        gguf_export.write_bundle(options["bundle"], result.path, tokenizer=load_tokenizer(config["base_model"]),
-                                 labels=read_labels(options["adapter"]), model_name=Path(result.path).stem)
+        labels = read_labels(options["adapter"])
+        gguf_export.write_bundle(options["bundle"], result.path, tokenizer=load_tokenizer(config["base_model"]), labels=labels,
+                                 model_name=Path(result.path).stem, prompt=PromptFormat.for_adapter(options["adapter"], labels))
         self.stdout.write(f"wrote {options['bundle']}")
