@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .data import LABEL_ORDER, Dataset, Example
+from .data import LABEL_ORDER, Dataset, Example, load_probe
 from .masking import IGNORE_INDEX, EncodedExample, MaskingError, encode, prompt_and_answer_ids
 from .prompt import DEFAULT_MAX_TEXT_TOKENS, DEFAULT_PROMPT_VERSION, SYSTEM_PROMPTS, PromptFormat, split_prompt
 from .registry import BASE_MODELS, DEFAULT_BASE_MODEL
@@ -281,6 +281,7 @@ class TrainResult:
     zero_shot: dict | None = None  # base model's test metrics, if config.zero_shot
     validation: list[dict] = field(default_factory=list)  # every validation pass
     best_validation: dict | None = None  # the pass whose weights were kept (keep_best), else None
+    probe: dict | None = None  # score_probe(): the "does it generalise?" sentences
 
 
 # --- pieces of the loop --------------------------------------------------------------------
@@ -780,6 +781,21 @@ def save_and_score(run: Prepared, out_dir: Path, best: Best, zero_shot: bool, re
     return test, baseline
 
 
+def score_probe(run: Prepared) -> dict | None:
+    """The kept weights on the probe sentences (mlcore.data.PROBE_FILE): plain everyday
+    sentences no split contains. A synthetic test split written like the training data can
+    flatter a model; these show a learner whether it reads ordinary text. Mistakes come
+    first, the most confident first. None when fewer than two of the run's labels are there."""
+    examples = load_probe(run.labels)
+    if len({e.label for e in examples}) < 2:
+        return None
+    eval_length = max(run.config.max_length, serving_max_length(run.tokenizer, run.labels))
+    encoded = encode_all(run.tokenizer, examples, run.labels, run.config, "probe", eval_length)
+    result = score_split(run, Split(examples, encoded, run.train.prefix_len))
+    rows = sorted(result["predictions"], key=lambda r: (r["correct"], -r["probs"][r["predicted"]]))
+    return {"metrics": result["metrics"], "polar": result["polar"], "predictions": rows}
+
+
 # --- the loop ------------------------------------------------------------------------------
 
 
@@ -887,14 +903,19 @@ def finish(run: Prepared, out_dir: Path, best: Best, validation, started, step, 
         out_dir=out_dir, cancelled=cancelled, steps=step, total_steps=run.total_steps, elapsed_s=0.0, train_s=train_s,
         samples_per_s=samples / train_s if train_s else 0.0, validation=validation,
     )
+    test_polar = None
     if not cancelled:
         test, result.zero_shot = save_and_score(run, out_dir, best, config.zero_shot, emit)
+        test_polar = test["polar"]
         result.metrics = test["metrics"]
+        result.probe = score_probe(run)
         result.best_validation = best.record
         shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)  # finished: nothing left to resume
     result.elapsed_s = time.perf_counter() - started
     summary = {
         "test": result.metrics,
+        "test_polar": test_polar,
+        "probe": result.probe,
         "zero_shot": result.zero_shot,
         "validation": validation,
         "best_validation": result.best_validation,

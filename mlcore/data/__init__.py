@@ -78,6 +78,16 @@ def read_jsonl(path: Path) -> list[Example]:
         return [Example(row["text"], row["label"]) for row in map(json.loads, f) if row]
 
 
+# Plain sentences written for this project that no split contains (DATA_CARD.md): every run is
+# scored on them as a "does it generalise?" check beside its test split.
+PROBE_FILE = DATA_DIR / "probe.jsonl"
+
+
+def load_probe(labels) -> list[Example]:
+    """The probe sentences whose label is among `labels`."""
+    return [e for e in read_jsonl(PROBE_FILE) if e.label in set(labels)]
+
+
 def load_bundled(name: str) -> Dataset:
     if name not in BUNDLED:
         raise DatasetError(f"unknown dataset {name!r}; bundled: {', '.join(BUNDLED)}")

@@ -153,3 +153,32 @@ def test_an_unknown_prompt_version_is_refused_naming_the_known_ones():
         labels_system_prompt(LABELS3, 99)
     with pytest.raises(ConfigError, match="prompt_version"):
         TrainConfig(prompt_version=max(SYSTEM_PROMPTS) + 1).validate()
+
+
+# --- the "does it generalise?" sentences ---------------------------------------------------------
+
+
+def test_a_run_is_scored_on_the_probe_sentences_mistakes_first(tiny_run):
+    from mlcore.data import load_probe
+
+    result, _ = tiny_run
+    probe = json.loads((result.out_dir / "metrics.json").read_text())["probe"]
+    assert probe == result.probe
+    sentences = load_probe(LABELS3)
+    assert probe["metrics"]["n"] == len(sentences) and {r["text"] for r in probe["predictions"]} == {e.text for e in sentences}
+    rows = probe["predictions"]
+    wrong = [r for r in rows if not r["correct"]]
+    assert rows[: len(wrong)] == wrong  # mistakes lead
+    confidence = [r["probs"][r["predicted"]] for r in wrong]
+    assert confidence == sorted(confidence, reverse=True)  # the most confident mistake first
+    assert probe["polar"]["n"] == sum(e.label != "neutral" for e in sentences)
+
+
+def test_the_probe_sentences_are_in_no_split(reviews, reviews_mixed):
+    from mlcore.data import load_probe
+
+    probe = {e.text.lower() for e in load_probe(LABELS3)}
+    assert len(probe) == 48
+    for dataset in (reviews, reviews_mixed):
+        for split in (dataset.train, dataset.validation, dataset.test):
+            assert not probe & {e.text.lower() for e in split}
