@@ -28,6 +28,7 @@
     log.scrollTop = log.scrollHeight;
   }
 
+  let lastStep = null; // the latest step event, for the final "… · 6 of 6 steps"
   let startedAt = null; // when the run started (its "running" event), for "succeeded in 2:23"
 
   function setStatus(status, error, at) {
@@ -42,7 +43,8 @@
       // Nothing is left to wait for: no ETA, the bar full only for a run that completed.
       if (status === "succeeded") $("run-progress").value = 100;
       const took = startedAt && at ? ` in ${clock((Date.parse(at) - startedAt) / 1000)}` : "";
-      $("run-progress-text").textContent = `${status}${took}`;
+      const steps = lastStep ? ` · ${lastStep.step} of ${lastStep.total_steps} steps` : "";
+      $("run-progress-text").textContent = `${status}${took}${steps}`;
       $("cancel-form")?.remove();
       $("run-heartbeat")?.remove();
       $("run-connection").textContent = `${status}: the run has ended, nothing more will arrive`;
@@ -53,6 +55,7 @@
   function onEvent(event) {
     switch (event.type) {
       case "step": {
+        lastStep = event;
         chart.addStep(event.step, event.loss);
         $("run-progress").value = (100 * event.step) / event.total_steps;
         // A range while the estimate is a guess (labs.training.ProgressReport), one value once it is measured.

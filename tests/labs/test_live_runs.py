@@ -171,7 +171,8 @@ def test_a_learner_launches_the_default_lab_and_watches_it_train(live, client, o
     page.wait_for_selector("#run-status[data-status=succeeded]", timeout=120_000)
     page.wait_for_selector("#run-results #results-metrics", timeout=30_000)
     assert page.locator("#loss-chart canvas").count() == 1
-    assert "step 6 / 6" in page.inner_text("#run-progress-text")
+    assert "6 of 6 steps" in page.inner_text("#run-progress-text")  # and no ETA once it has ended (issue 25)
+    assert "ETA" not in page.inner_text("#run-progress-text")
     assert page.locator("#cancel-form").count() == 0
     assert "Zero-shot baseline" in page.inner_text("#run-results")
     assert page.locator("#token-view .tok.supervised").count() >= 2
