@@ -2,10 +2,11 @@
 # Run a command against a throwaway PostgreSQL server: `scripts/pg_test.sh .venv/bin/python -m pytest`.
 #
 # Debian's postgresql binaries (/usr/lib/postgresql/<version>/bin; `.ci/run` installs the package
-# when missing) start a fresh cluster under var/pg-test-<pid>/ on a free loopback port, with
+# when missing) start a fresh cluster in a temporary folder on a free loopback port, with
 # durability off (a test database is thrown away). The command runs with DATABASE_URL pointing at
-# it (pytest-django then creates and drops test_tunelab there); the cluster is stopped and deleted
-# on exit, whatever the command's outcome, and the command's exit status is returned.
+# it (pytest-django then creates and drops test_tunelab there, one test_tunelab_gwN per
+# pytest-xdist worker); the cluster is stopped and deleted on exit, whatever the command's
+# outcome, and the command's exit status is returned.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,10 +16,10 @@ if [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/initdb" ]; then
   exit 2
 fi
 
-ROOT_DIR=$(pwd)
-CLUSTER="$ROOT_DIR/var/pg-test-$$"
+# Not under var/: the settings keep var/ closed to other accounts (0700), and as root the server
+# runs as `postgres`, which must reach its cluster.
+CLUSTER=$(mktemp -d "${TMPDIR:-/tmp}/tunelab-pg-test.XXXXXX")
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-mkdir -p "$CLUSTER"
 
 # PostgreSQL refuses to run as root: when we are root, the server runs as the package's
 # `postgres` user, which owns the cluster directory.

@@ -5,7 +5,7 @@ import json
 
 import httpx
 import pytest
-import websockets
+import websockets.exceptions  # the submodule itself: `websockets` only loads it lazily, on a first connect
 
 from ops.models import PingJob
 from tests.servers import celery_worker, daphne_server

@@ -6,7 +6,7 @@ import json
 
 import httpx
 import pytest
-import websockets
+import websockets.exceptions  # the submodule itself: `websockets` only loads it lazily, on a first connect
 from django.test import Client
 
 from labs.services import event_append
