@@ -143,6 +143,11 @@ class Run(models.Model):
     # The worker is shutting down: stop after the current step, checkpoint, go back to the queue.
     pause_requested = models.BooleanField(default=False)
     attempts = models.PositiveSmallIntegerField(default=0)  # times a worker started (or resumed) it
+    # What the launch estimated (labs.scheduling): tokens through the model (mlcore.cost) and the
+    # seconds of gpu worker time they take here. The daily quota reserves the seconds of queued and
+    # running runs; finished runs' tokens against their real durations calibrate the seconds.
+    estimated_tokens = models.PositiveBigIntegerField(default=0)
+    estimated_s = models.FloatField(default=0.0)
     error = models.TextField(blank=True)
     last_seq = models.PositiveIntegerField(default=0)  # seq of the newest RunEvent; bumped under a row lock
 
@@ -162,6 +167,12 @@ class Run(models.Model):
             models.Index(fields=["status", "heartbeat_at"], name="labs_run_status_heartbeat"),
             models.Index(fields=["owner", "status"], name="labs_run_owner_status"),
             models.Index(fields=["status", "dispatched_at"], name="labs_run_status_dispatched"),
+        ]
+        # Powers over other learners' runs are given, never implied by is_staff (a question curator
+        # is staff): labs.access reads them.
+        permissions = [
+            ("view_all_runs", "Can see, cancel and export every learner's runs"),
+            ("launch_without_limits", "Can launch runs and exports without the per-learner limits"),
         ]
 
     def __str__(self) -> str:
