@@ -20,7 +20,8 @@ from mlcore.train import Setting, config_fields
 LOG_TAIL = 40
 PREDICTIONS_PER_PAGE = 100
 # Files of a run's artifact folder that make up the downloadable adapter.
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "train_config.json", "labels.json", "metrics.json")
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "train_config.json", "labels.json", "prompt.json",
+                 "metrics.json")
 # Rows of the results tables: TrainConfig's shown settings (labels and wording from their
 # declarations in mlcore.train), plus what run_config() adds for a few-shot run.
 SETTINGS = {f.name: f.setting for f in config_fields() if f.setting.shown}
@@ -211,6 +212,7 @@ def results_context(request, run: Run) -> dict:
             for label in labels
         ],
         "confusion": confusion_rows(test),
+        "probe": probe_panel(metrics),
         "zero_shot_confusion": confusion_rows(zero),
         **predictions_page(request, predictions),
         "n_shown": len(predictions),
@@ -220,6 +222,36 @@ def results_context(request, run: Run) -> dict:
         "token_view": token_view_rows(run.token_view),
         "can_download": run.has_adapter,
         "inference_section": select_template(["inference/_run_results_section.html", "labs/_no_inference_section.html"]),
+    }
+
+
+PROBE_MISTAKES_SHOWN = 8
+FLATTERED_BY = 0.10  # probe accuracy this far under the test split's: say the test split flatters the model
+
+
+def probe_panel(metrics: dict) -> dict | None:
+    """The "does it generalise?" panel: how the run did on the probe sentences (plain everyday
+    sentences written for tunelab, in no split; mlcore.train.score_probe) beside its test split.
+    Per label what it answered, the over-confident mistakes first, and a plain reading."""
+    probe, test = metrics.get("probe"), metrics.get("test") or {}
+    if not probe:
+        return None
+    scores = probe["metrics"]
+    polar = [p for p in probe["predictions"] if p["label"] in ("positive", "negative")]
+    labels = scores["labels"]
+    per_label = [
+        {"label": label, "n": sum(row), "right": row[i],
+         "answers": ", ".join(f"{n} {other}" for other, n in zip(labels, row, strict=True) if n)}
+        for i, (label, row) in enumerate(zip(labels, scores["confusion_matrix"], strict=True)) if sum(row)
+    ]
+    mistakes = [p | {"confidence": p["probs"][p["predicted"]]} for p in probe["predictions"] if not p["correct"]]
+    gap = (test.get("accuracy") or 0) - scores["accuracy"]
+    return {
+        "accuracy": scores["accuracy"], "n": scores["n"], "right": round(scores["accuracy"] * scores["n"]),
+        "per_label": per_label, "mistakes": mistakes[:PROBE_MISTAKES_SHOWN],
+        "more_mistakes": max(len(mistakes) - PROBE_MISTAKES_SHOWN, 0),
+        "polar": len(polar), "polar_neutral": sum(p["predicted"] == "neutral" for p in polar),
+        "flattered": bool(test) and gap > FLATTERED_BY, "gap": gap,
     }
 
 
