@@ -39,9 +39,8 @@ def session_group(session_key: str) -> str:
 
 
 def end_session_streams(session_key: str | None) -> None:
-    """Close the streams of a session that just ended (user_logged_out, accounts.apps). Runs in a
-    web process: not through ops.realtime.broadcast, which closes the layer's connection pools after
-    sending (right in a worker) and so would cut the Redis connections of every stream open here."""
+    """Close the streams of a session that just ended (user_logged_out, accounts.apps), in every web
+    process: the session's group reaches whichever process holds each stream."""
     if not session_key:
         return
     try:

@@ -1,7 +1,9 @@
 """The one way worker code talks to browsers: a group send on the channel layer.
 
 Workers are synchronous; each call runs the async send in a fresh event loop through
-async_to_sync, so the Redis pools opened for it are closed before the loop goes away.
+async_to_sync, which closes that loop afterwards, and channels_redis closes the loop's Redis
+connections as it closes. In a web process (a sync view cancelling a run) async_to_sync runs
+the send on the server's own loop instead, where every open stream listens.
 A lost live message is harmless: every event is in the database first and the browser replays.
 """
 
@@ -15,13 +17,9 @@ log = logging.getLogger(__name__)
 
 
 async def _group_send(group: str, message: dict) -> None:
-    layer = get_channel_layer()
-    try:
-        await layer.group_send(group, message)
-    finally:
-        close = getattr(layer, "close_pools", None)
-        if close is not None:
-            await close()
+    # Not layer.close_pools() after it: that closes the connections of every loop in the process,
+    # and in a web process it cut every open stream's Redis connection (a cancel dropped them all).
+    await get_channel_layer().group_send(group, message)
 
 
 def broadcast(group: str, message: dict) -> bool:

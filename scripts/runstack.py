@@ -1,5 +1,5 @@
-"""Start the whole stack in the foreground and keep it up: Redis (embedded), Daphne, Celery
-workers and beat.
+"""Start the whole stack in the foreground and keep it up: Redis (embedded), the web server
+(uvicorn, several processes), Celery workers and beat.
 
 `make run` calls this. It is a small supervisor: a process that dies is started again (the
 embedded Redis reloads its append-only file, so queued tasks survive a crash). Ctrl-C (or
@@ -7,7 +7,9 @@ SIGTERM) stops the stack in dependency order: web first (no new launches), then 
 (each running run stops after its current step, checkpoints and goes back to the queue), then
 beat, then Redis last, because the workers need it until they are done.
 
-Environment: TUNELAB_HOST / TUNELAB_PORT (web), TUNELAB_REDIS_PORT (embedded Redis; REDIS_URL
+Environment: TUNELAB_HOST / TUNELAB_PORT (web), TUNELAB_WEB_PROCESSES (web processes sharing that
+port, default one per core), TUNELAB_TRUSTED_PROXIES (addresses whose X-Forwarded-For/-Proto the
+web server believes; empty = none), TUNELAB_REDIS_PORT (embedded Redis; REDIS_URL
 set = use that server, start none), TUNELAB_GPU_WORKERS (gpu worker processes, default 1; the
 dispatcher's TUNELAB_GPU_SLOTS follows it), TUNELAB_SHUTDOWN_GRACE (seconds the workers get to
 checkpoint, default 90). The running processes' ids are kept in var/runstack.json.
@@ -30,15 +32,36 @@ from scripts.redis_server import RedisServer, port_is_free  # noqa: E402
 HOST = os.environ.get("TUNELAB_HOST", "127.0.0.1")
 PORT = int(os.environ.get("TUNELAB_PORT", "8000"))
 GPU_WORKERS = int(os.environ.get("TUNELAB_GPU_WORKERS", "1"))
+# One per core this process may run on (a container's CPU set, not the host's count): a sync
+# Django view holds its process's one view thread, so processes are what add throughput.
+WEB_PROCESSES = int(os.environ.get("TUNELAB_WEB_PROCESSES") or len(os.sched_getaffinity(0)))
+TRUSTED_PROXIES = os.environ.get("TUNELAB_TRUSTED_PROXIES", "").strip()
+# A browser sends the run and ping sockets a few bytes ("sync"); nothing legitimate comes near this.
+WS_MAX_MESSAGE_BYTES = 64 * 1024
 SHUTDOWN_GRACE_S = float(os.environ.get("TUNELAB_SHUTDOWN_GRACE", "90"))
 RESTART_DELAY_S = 1.0
 # Stop order: each stage gets SIGTERM together and its grace period before SIGKILL.
 STAGES = (("web", 15.0), ("workers", SHUTDOWN_GRACE_S), ("beat", 10.0))
 
 
+def web_command(python: str, *, host: str = HOST, port: int = PORT, processes: int = WEB_PROCESSES,
+                trusted_proxies: str = TRUSTED_PROXIES) -> list[str]:
+    """uvicorn serving HTTP and websockets from `processes` processes on one socket: its parent binds
+    the port, starts the workers, and replaces any that dies. Request bodies stream to the app, so
+    ops.middleware.BodySizeLimit refuses an oversized one while it arrives; websocket origins are
+    checked by the app (config/asgi.py). Proxy headers are believed only from `trusted_proxies`:
+    by default a client cannot choose the address the sign-up and login throttles count."""
+    argv = [python, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port),
+            "--workers", str(processes), "--lifespan", "off", "--ws-max-size", str(WS_MAX_MESSAGE_BYTES),
+            "--timeout-graceful-shutdown", "10", "--no-server-header", "--no-access-log"]
+    if trusted_proxies:
+        return [*argv, "--proxy-headers", "--forwarded-allow-ips", trusted_proxies]
+    return [*argv, "--no-proxy-headers"]
+
+
 def commands(python: str, var: Path) -> dict[str, tuple[str, list[str]]]:
     """name -> (stage, argv)."""
-    web = [python, "-m", "daphne", "-b", HOST, "-p", str(PORT), "config.asgi:application"]
+    web = web_command(python)
     if os.environ.get("TUNELAB_DEV", "").strip().lower() in ("1", "true", "yes", "on"):
         # `make dev`: Daphne's runserver, which reloads on code changes (with DJANGO_DEBUG=true).
         web = [python, "manage.py", "runserver", f"{HOST}:{PORT}"]
@@ -143,7 +166,8 @@ def main() -> int:
     try:
         for name in stack.commands:
             stack.start(name)
-        print(f"web      http://{HOST}:{PORT}/  (health: http://{HOST}:{PORT}/healthz)")
+        processes = "autoreload" if stack.commands["web"][1][1] == "manage.py" else f"{WEB_PROCESSES} process(es)"
+        print(f"web      http://{HOST}:{PORT}/  ({processes}; health: http://{HOST}:{PORT}/healthz)")
         print("Press Ctrl-C to stop.")
         while not stack.stopping:
             time.sleep(RESTART_DELAY_S)

@@ -1,10 +1,12 @@
-"""Real servers for integration tests: Daphne (HTTP + websockets) and Celery workers.
+"""Real servers for integration tests: Daphne (HTTP + websockets), the production web server
+(uvicorn with several processes, as scripts/runstack.py starts it) and Celery workers.
 
 Each runs as a subprocess on 127.0.0.1 and a free port, against the test database file, and is
 stopped by the fixture that started it.
 """
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -72,6 +74,34 @@ def daphne_server(tmp_path: Path, **env):
     try:
         _wait_for_port(port, process, log_path)
         yield f"127.0.0.1:{port}"
+    finally:
+        _stop(process)
+
+
+@contextmanager
+def web_processes(tmp_path: Path, processes: int = 2, **env):
+    """`make run`'s web server: scripts/runstack.py's own command, `processes` uvicorn processes on
+    one port. Yields (address, pids of the processes that serve) once every one of them is up."""
+    from scripts.runstack import web_command
+
+    port = free_port()
+    log_path = tmp_path / f"web-{port}.log"
+    trusted = env.pop("TUNELAB_TRUSTED_PROXIES", "")
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            web_command(sys.executable, host="127.0.0.1", port=port, processes=processes, trusted_proxies=trusted),
+            cwd=ROOT, env=subprocess_env(**env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        _wait_for_port(port, process, log_path)
+        # One process serves by itself; several are children of a parent that only supervises. Each
+        # names its pid once its application is loaded.
+        deadline = time.monotonic() + 60
+        while len(pids := re.findall(r"Started server process \[(\d+)\]", log_path.read_text())) < processes:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"{len(pids)} of {processes} web processes started:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield f"127.0.0.1:{port}", [int(pid) for pid in pids]
     finally:
         _stop(process)
 
