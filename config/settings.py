@@ -247,7 +247,14 @@ RUN_MAX_TOKENS = env_int("TUNELAB_RUN_MAX_TOKENS", 3_000_000, min_value=1000)
 RUN_MAX_STEPS = env_int("TUNELAB_RUN_MAX_STEPS", 2000, min_value=1)
 RUN_MAX_EVALS = env_int("TUNELAB_RUN_MAX_EVALS", 100, min_value=1)
 # Seconds of gpu worker time (start to finish of each run) a learner may use per rolling 24 h.
+# A launch must fit what is left after the time used and its queued and running runs' estimates.
 GPU_SECONDS_PER_DAY = env_int("TUNELAB_GPU_SECONDS_PER_DAY", 2 * 3600, min_value=1)
+# How a run's estimated tokens become seconds until a few runs have finished here (then their
+# measured durations price a token, labs.scheduling.estimated_seconds): budget tokens per second
+# of a worker (about 550 for SmolLM2-135M on 2 CPU cores; far more on a GPU) and the seconds to
+# load a model.
+RUN_TOKENS_PER_S = env_float("TUNELAB_RUN_TOKENS_PER_S", 500.0, min_value=1)
+RUN_LOAD_S = env_float("TUNELAB_RUN_LOAD_S", 20.0, min_value=0)
 # Runs wait in the database and are sent to the gpu queue at most one per free slot: set this
 # to the number of gpu worker processes (`-Q gpu -c 1` each) serving the queue.
 GPU_WORKER_SLOTS = env_int("TUNELAB_GPU_SLOTS", 1, min_value=1)
@@ -279,9 +286,10 @@ if max(API_MAX_TEXTS, PLAYGROUND_MAX_TEXTS) > CLASSIFY_TEXTS_PER_MINUTE:
     raise ImproperlyConfigured("TUNELAB_TEXTS_PER_MINUTE must be at least TUNELAB_API_MAX_TEXTS and "
                                "TUNELAB_PLAYGROUND_MAX_TEXTS, or a full request could never be served.")
 BASELINES_PER_HOUR = env_int("TUNELAB_BASELINES_PER_HOUR", 6, min_value=1)
-# LLM API calls the prompting baselines may make per learner per rolling 24 h, reserved before
-# the calls start (the judge's own limit is TUNELAB_JUDGE_RATE_PER_HOUR, also reserved first).
-BASELINE_API_CALLS_PER_DAY = env_int("TUNELAB_BASELINE_API_CALLS_PER_DAY", 2000, min_value=0)
+# LLM API tokens (prompts, k-shot examples included, and replies) the prompting baselines may
+# spend per learner per rolling 24 h, reserved before the calls start and settled to what the API
+# reports (the judge's own limit is TUNELAB_JUDGE_RATE_PER_HOUR, also reserved first).
+BASELINE_API_TOKENS_PER_DAY = env_int("TUNELAB_BASELINE_API_TOKENS_PER_DAY", 1_000_000, min_value=0)
 # Login throttling (both login pages): failed attempts allowed per account and per client
 # address within the window; then that account or address waits for the window to slide.
 LOGIN_FAILURES_PER_ACCOUNT = env_int("TUNELAB_LOGIN_FAILURES_PER_ACCOUNT", 5, min_value=1)

@@ -190,7 +190,7 @@ def _compute_local(row: BaselineResult, context: _Context, base) -> None:
         # fuse: the base model was loaded for these rows alone, and the fine-tuned row computes
         # with the fused forward too, so the latencies compare like with like.
         classifier = Classifier(model, tokenizer, context.labels, shots=shots, fuse=True)
-        extra = {"shots": [{"text": s.text, "label": s.label} for s in shots]}
+        extra = {"shots": [{"text": s.text, "label": s.label} for s in classifier.shots]}  # as cut for the prompt
     _store(row, prompting.evaluate_local(classifier, context.test), api=False, extra=extra)
 
 
@@ -198,50 +198,67 @@ def _compute_api(row: BaselineResult, context: _Context) -> None:
     if not llm_configured():
         _mark(row, Status.SKIPPED, API_ENV_HINT)
         return
-    shots = _shots(row, context)
-    reservation = _reserve_api_calls(row, len(context.test))
+    # Reviews and examples cut as the local classifier cuts them (mlcore.prompt): an uploaded text
+    # of megabytes must not be sent, and billed, whole on every call. The base model's tokenizer
+    # counts the tokens: the API's own may differ a little, which the settlement corrects.
+    from labs.scheduling import estimate_tokenizer
+    from mlcore.prompt import DEFAULT_MAX_TEXT_TOKENS, cut_shots
+
+    tokenizer = estimate_tokenizer(context.run.config["base_model"])
+    shots = cut_shots(tokenizer, _shots(row, context))
+    test = cut_shots(tokenizer, context.test, DEFAULT_MAX_TEXT_TOKENS)
+    per_call = [prompting.api_tokens(tokenizer, e.text, context.labels, shots) for e in test]
+    reservation = _reserve_api_tokens(row, sum(per_call))
     if reservation is None:
         return
     try:
         evaluation = prompting.evaluate_api(
-            context.test, context.labels, shots=shots, base_url=settings.LLM_API_BASE_URL, api_key=settings.LLM_API_KEY,
+            test, context.labels, shots=shots, base_url=settings.LLM_API_BASE_URL, api_key=settings.LLM_API_KEY,
             model=settings.LLM_MODEL, timeout_s=settings.LLM_TIMEOUT_S, concurrency=settings.BASELINE_API_CONCURRENCY,
         )
     except prompting.ApiConfigError as exc:
-        _settle_api_calls(reservation, 0)  # refused up front (bad key, unknown model): nothing billed
+        _settle_api_tokens(reservation, 0)  # refused up front (bad key, unknown model): nothing billed
         _mark(row, Status.FAILED, f"The API refused the request ({exc}). Check TUNELAB_LLM_API_KEY, "
                                   "TUNELAB_LLM_BASE_URL and TUNELAB_LLM_MODEL.")
         return
-    _settle_api_calls(reservation, evaluation.n)
-    _store(row, evaluation, api=True, extra={"shots": [{"text": s.text, "label": s.label} for s in shots]})
+    # What the API reported using; a call that reported nothing (or failed: it may still be
+    # billed) counts at its estimate.
+    unknown = evaluation.unreported + evaluation.errors
+    spent = evaluation.prompt_tokens + evaluation.completion_tokens + round(unknown * sum(per_call) / max(len(per_call), 1))
+    _settle_api_tokens(reservation, spent)
+    _store(row, evaluation, api=True, extra={"shots": [{"text": s.text, "label": s.label} for s in shots],
+                                             "reserved_tokens": sum(per_call)})
 
 
-def _reserve_api_calls(row: BaselineResult, calls: int):
-    """Reserve the row's LLM calls from the run owner's daily allowance BEFORE making any, all or
-    nothing (ops.limits: atomic, so two evaluations at once cannot both spend the last calls).
-    None, with the row marked skipped and why, when they do not fit."""
+def _reserve_api_tokens(row: BaselineResult, tokens: int):
+    """Reserve the row's LLM tokens (prompts and the longest replies) from the run owner's daily
+    allowance BEFORE any call, all or nothing (ops.limits: atomic, so two evaluations at once
+    cannot both spend the last tokens). Tokens, not calls: a call with 64 long examples in its
+    prompt costs a hundred short ones. None, with the row marked skipped and why, when they do
+    not fit."""
     from ops import limits
 
-    limit = settings.BASELINE_API_CALLS_PER_DAY
+    limit = settings.BASELINE_API_TOKENS_PER_DAY
     try:
-        charge = limits.take(f"llm-calls:user:{row.run.owner_id}", calls, limit=limit, window_s=86_400)
+        charge = limits.take(f"llm-tokens:user:{row.run.owner_id}", tokens, limit=limit, window_s=86_400)
     except limits.LimiterUnavailable:
         _mark(row, Status.SKIPPED, "The LLM spend counter is unavailable, so no API calls were made: run the baselines "
                                    "again in a minute.")
         return None
     if not charge.charged:
-        _mark(row, Status.SKIPPED, f"This baseline needs {calls} LLM API calls and {charge.remaining} of your "
-                                   f"{limit} a day are left (TUNELAB_BASELINE_API_CALLS_PER_DAY): try again later.")
+        _mark(row, Status.SKIPPED, f"This baseline needs about {tokens:,} LLM API tokens and {charge.remaining:,} of your "
+                                   f"{limit:,} a day are left (TUNELAB_BASELINE_API_TOKENS_PER_DAY): try again later, "
+                                   "or with fewer examples (k).")
         return None
     return charge
 
 
-def _settle_api_calls(charge, made: int) -> None:
-    """Give back the reserved calls that were not made."""
+def _settle_api_tokens(charge, spent: int) -> None:
+    """Give back the reserved tokens that were not spent (never more than was reserved)."""
     from ops import limits
 
     try:
-        limits.adjust(charge, min(made, charge.charged))
+        limits.adjust(charge, min(spent, charge.charged))
     except limits.LimiterUnavailable:
         pass  # they stay counted for the day: the safe side
 

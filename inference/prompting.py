@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 from mlcore.prompt import chat_messages, prompt_token_count
 
 UNPARSEABLE = "(unparseable)"  # stands for a reply naming no label: never equal to a true label
+REPLY_MAX_TOKENS = 10  # an API reply is one label word: what each call may bill as completion
 SAMPLE_REPLIES = 8  # unparseable replies kept for the results page
 
 
@@ -41,6 +42,7 @@ class Evaluation:
     completion_tokens: int = 0
     busy_s: float = 0.0  # wall time of the whole evaluation
     details: dict = field(default_factory=dict)
+    unreported: int = 0  # API replies that came without token usage (their tokens are unknown)
 
     def cost_per_1000(self, price_input_per_m: float, price_output_per_m: float) -> float:
         """USD per 1,000 classifications at the given prices (USD per million tokens)."""
@@ -82,6 +84,12 @@ def is_local_url(base_url: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
+def api_tokens(tokenizer, text: str, labels, shots=()) -> int:
+    """Tokens one API classification may bill: the prompt, as `tokenizer` counts it, and the
+    longest reply evaluate_api allows."""
+    return prompt_token_count(tokenizer, text, labels, shots) + REPLY_MAX_TOKENS
+
+
 # --- through an LLM API --------------------------------------------------------------------------
 
 
@@ -102,7 +110,7 @@ def evaluate_api(examples, labels, *, shots=(), base_url: str, api_key: str, mod
         tick = time.perf_counter()
         try:
             response = client.chat.completions.create(
-                model=model, messages=chat_messages(example.text, labels, shots), temperature=0, max_tokens=10,
+                model=model, messages=chat_messages(example.text, labels, shots), temperature=0, max_tokens=REPLY_MAX_TOKENS,
             )
         except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
             raise ApiConfigError(f"{type(exc).__name__}: {getattr(exc, 'message', exc)}") from exc
@@ -119,7 +127,7 @@ def evaluate_api(examples, labels, *, shots=(), base_url: str, api_key: str, mod
     busy = time.perf_counter() - started
 
     predicted, latencies, samples = [], [], []
-    unparseable = errors = prompt_tokens = completion_tokens = 0
+    unparseable = errors = prompt_tokens = completion_tokens = unreported = 0
     for example, (reply, usage, latency, error) in zip(examples, results, strict=True):
         latencies.append(latency * 1000)
         if error is not None:
@@ -131,6 +139,8 @@ def evaluate_api(examples, labels, *, shots=(), base_url: str, api_key: str, mod
         if usage is not None:
             prompt_tokens += usage.prompt_tokens or 0
             completion_tokens += usage.completion_tokens or 0
+        else:
+            unreported += 1
         label = parse_label(reply, labels)
         if label is None:
             unparseable += 1
@@ -141,7 +151,7 @@ def evaluate_api(examples, labels, *, shots=(), base_url: str, api_key: str, mod
     return Evaluation(
         n=len(examples), accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"], unparseable=unparseable,
         errors=errors, latency_p50_ms=percentile(latencies, 50), latency_p95_ms=percentile(latencies, 95),
-        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, busy_s=busy,
+        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, busy_s=busy, unreported=unreported,
         details={"metrics": metrics, "unparseable_samples": samples, "concurrency": concurrency},
     )
 

@@ -15,6 +15,7 @@ import logging
 import threading
 import uuid
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -22,7 +23,9 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from labs.access import is_unlimited
 from labs.models import DatasetUpload, Run
+from mlcore.prompt import DEFAULT_MAX_TEXT_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ _tokenizer_lock = threading.Lock()
 
 
 @functools.cache
-def _tokenizer(base_model: str):
+def estimate_tokenizer(base_model: str):
     """The base model's real tokenizer, loaded once per process (the default model's when the
     chosen one is not available here: the estimate only needs token counts of the same order)."""
     from mlcore.registry import DEFAULT_BASE_MODEL, ModelNotAvailable, load_tokenizer
@@ -61,21 +64,49 @@ def _tokenizer(base_model: str):
 
 def prepare_estimate(base_model: str) -> None:
     """Load what run_cost() needs for this base model now (outside any transaction)."""
-    _tokenizer(base_model)
+    estimate_tokenizer(base_model)
 
 
-def run_cost(config: dict, upload: DatasetUpload | None):
+@dataclass(frozen=True)
+class Planned:
+    """One run a launch would queue: its variant label ("" for a single run), config and mode."""
+
+    label: str
+    config: dict
+    mode: str = Run.Mode.FINETUNE
+    shots: int = 0
+
+
+@dataclass(frozen=True)
+class Estimate:
+    tokens: int  # RunCost.tokens
+    seconds: float  # of gpu worker time, here (estimated_seconds)
+
+
+def run_cost(config: dict, upload: DatasetUpload | None, *, mode: str = Run.Mode.FINETUNE, shots: int = 0):
     from labs.training import dataset_of
-    from mlcore.cost import estimate_cost
+    from mlcore.cost import estimate_cost, estimate_fewshot_cost
     from mlcore.train import TrainConfig
 
     train_config = TrainConfig.from_dict(config)
-    return estimate_cost(train_config, dataset_of(config, upload), _tokenizer(train_config.base_model))
+    dataset, tokenizer = dataset_of(config, upload), estimate_tokenizer(train_config.base_model)
+    if mode == Run.Mode.FEWSHOT:
+        return estimate_fewshot_cost(train_config, dataset, tokenizer, shots)
+    return estimate_cost(train_config, dataset, tokenizer)
 
 
-def cost_problems(config: dict, cost) -> dict[str, str]:
+def cost_problems(config: dict, cost, *, mode: str = Run.Mode.FINETUNE) -> dict[str, str]:
     """Form field -> what to lower, for every per-run limit this config goes over."""
     errors: dict[str, str] = {}
+    if mode == Run.Mode.FEWSHOT:
+        if cost.tokens > settings.RUN_MAX_TOKENS:
+            # Not a form field: the lab fixes the number of examples; the dataset is the learner's.
+            errors["shots"] = (
+                f"Its prompts would put about {cost.tokens:,} tokens through the model (the examples add "
+                f"{cost.shot_tokens:,} tokens to each test prompt, cut to {DEFAULT_MAX_TEXT_TOKENS} tokens each); "
+                f"the limit per run is {settings.RUN_MAX_TOKENS:,}. Use a dataset with a smaller test split or "
+                "shorter texts.")
+        return errors
     if cost.steps > settings.RUN_MAX_STEPS:
         errors["epochs"] = (
             f"This run needs {cost.steps:,} optimizer steps; the limit is {settings.RUN_MAX_STEPS:,}. "
@@ -97,20 +128,27 @@ def cost_problems(config: dict, cost) -> dict[str, str]:
     return errors
 
 
-def launch_check(*, user, configs: list[tuple[str, dict]], upload: DatasetUpload | None) -> None:
-    """Refuse a launch over the per-run budget or the learner's daily GPU time (staff exempt).
+def launch_check(*, user, runs: list[Planned], upload: DatasetUpload | None) -> list[Estimate]:
+    """Refuse a launch over the per-run budget or over what is left of the learner's daily GPU
+    time; else each run's estimate, for its row. Every run of a group is checked.
 
-    `configs` is [(variant label or "", config)]: every run of a group is checked.
-    """
-    if user.is_staff:
-        return
+    The daily quota counts what this launch and the learner's queued and running runs are
+    estimated to take, not only the time already used: otherwise a learner with an hour left
+    could queue ten hour-long runs at once. Accounts with labs.launch_without_limits are exempt
+    (and their runs carry no estimate)."""
+    if is_unlimited(user):
+        return [Estimate(0, 0.0) for _ in runs]
     errors: dict[str, str] = {}
-    for label, config in configs:
-        for name, message in cost_problems(config, run_cost(config, upload)).items():
-            errors.setdefault(name, f"{label}: {message}" if label else message)
+    costs = []
+    for run in runs:
+        cost = run_cost(run.config, upload, mode=run.mode, shots=run.shots)
+        costs.append(cost)
+        for name, message in cost_problems(run.config, cost, mode=run.mode).items():
+            errors.setdefault(name, f"{run.label}: {message}" if run.label else message)
     if errors:
         raise LaunchRefused("This launch is over the per-run compute budget (the fields marked below say what to "
                             "lower). Nothing was queued.", errors)
+    estimates = [Estimate(cost.tokens, estimated_seconds(cost.tokens)) for cost in costs]
     used = gpu_seconds_used([user.pk])[user.pk]
     quota = settings.GPU_SECONDS_PER_DAY
     if used >= quota:
@@ -118,6 +156,20 @@ def launch_check(*, user, configs: list[tuple[str, dict]], upload: DatasetUpload
             f"You have used {used / 60:.0f} of your {quota / 60:.0f} minutes of GPU time for the last 24 hours. "
             "Runs you launched more than 24 hours ago stop counting; launch again then."
         )
+    reserved = gpu_seconds_reserved(user.pk)
+    needed = sum(e.seconds for e in estimates)
+    if used + reserved + needed > quota:
+        waiting = f" and about {_minutes(reserved)} for your queued and running runs" if reserved else ""
+        raise LaunchRefused(
+            f"This launch needs about {_minutes(needed)} of GPU time, and {_minutes(max(0.0, quota - used - reserved))} "
+            f"of your {quota / 60:.0f} minutes per 24 hours are left ({_minutes(used)} used{waiting}). Launch fewer "
+            "epochs or examples, cancel a queued run, or wait for runs to finish or to pass 24 hours."
+        )
+    return estimates
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds < 600 else f"{seconds / 60:.0f} min"
 
 
 # --- GPU time --------------------------------------------------------------------------------
@@ -134,6 +186,34 @@ def gpu_seconds_used(owner_ids, *, now=None) -> dict[int, float]:
     for owner_id, started, finished in rows:
         used[owner_id] += max(0.0, ((finished or now) - max(started, since)).total_seconds())
     return used
+
+
+def gpu_seconds_reserved(owner_id: int, *, now=None) -> float:
+    """What the learner's queued and running runs are estimated to take still: each run's
+    estimate less the time it has run (which gpu_seconds_used already counts)."""
+    now = now or timezone.now()
+    reserved = 0.0
+    for estimate, started in Run.objects.filter(owner_id=owner_id).active().values_list("estimated_s", "started_at"):
+        reserved += max(0.0, estimate - ((now - started).total_seconds() if started else 0.0))
+    return reserved
+
+
+CALIBRATION_RUNS = 50  # the latest finished runs whose durations price a token
+CALIBRATION_MIN_RUNS = 3  # fewer than this: the settings' rate
+
+
+def estimated_seconds(tokens: int) -> float:
+    """Seconds of gpu worker time a run of `tokens` (RunCost.tokens) takes on these workers:
+    priced by the latest runs that finished in one attempt (their real start-to-finish time over
+    their estimated tokens, model loading included) once there are a few, else by the settings
+    (RUN_LOAD_S + tokens / RUN_TOKENS_PER_S). A GPU cluster needs no tuning: its runs price it."""
+    rows = list(Run.objects.filter(status=Run.Status.SUCCEEDED, attempts=1, estimated_tokens__gt=0,
+                                   started_at__isnull=False, finished_at__isnull=False)
+                .order_by("-finished_at").values_list("estimated_tokens", "started_at", "finished_at")[:CALIBRATION_RUNS])
+    if len(rows) >= CALIBRATION_MIN_RUNS:
+        seconds = sum((finished - started).total_seconds() for _, started, finished in rows)
+        return tokens * seconds / sum(t for t, _, _ in rows)
+    return settings.RUN_LOAD_S + tokens / settings.RUN_TOKENS_PER_S
 
 
 # --- dispatch --------------------------------------------------------------------------------

@@ -21,8 +21,9 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from labs.access import is_unlimited
 from labs.models import DatasetUpload, Lab, Run, RunEvent, RunGroup
-from labs.scheduling import LaunchRefused, dispatch_soon, launch_check, runs_dispatch
+from labs.scheduling import LaunchRefused, Planned, dispatch_soon, launch_check, runs_dispatch
 from ops import text as json_text
 from ops.realtime import Throttle, broadcast
 
@@ -81,7 +82,7 @@ def active_launches(user) -> int:
 
 
 def _check_quota(user) -> None:
-    if user.is_staff:
+    if is_unlimited(user):
         return
     # Lock the user's row: two launches submitted at once are counted one after the other.
     get_user_model().objects.select_for_update().filter(pk=user.pk).exists()
@@ -104,10 +105,11 @@ def run_launch(
     """Check the limits, then leave the run queued in the database; the dispatcher sends it."""
     config = build_config(config)
     _check_quota(user)
-    launch_check(user=user, configs=[("", config)], upload=upload)
+    [estimate] = launch_check(user=user, runs=[Planned("", config)], upload=upload)
     run = Run.objects.create(
         owner=user, lab=lab, config=config, upload=upload,
         continue_from=continue_from, cloned_from=cloned_from,
+        estimated_tokens=estimate.tokens, estimated_s=estimate.seconds,
     )
     event_append(run_id=run.pk, type="status", payload={"status": "queued", "message": QUEUED_MESSAGE})
     dispatch_soon()
@@ -117,19 +119,18 @@ def run_launch(
 @transaction.atomic
 def group_launch(*, user, lab: Lab, config: dict, upload: DatasetUpload | None = None) -> RunGroup:
     """One run per variant of a multi-run lab; a run that continues another waits for it."""
-    configs = [(v["label"], build_config({**config, **(v.get("overrides") or {})})) for v in lab.variants]
+    planned = [Planned(v["label"], build_config({**config, **(v.get("overrides") or {})}),
+                       v.get("mode", Run.Mode.FINETUNE), v.get("shots", 0)) for v in lab.variants]
     _check_quota(user)
-    trained = [pair for variant, pair in zip(lab.variants, configs, strict=True)
-               if variant.get("mode", Run.Mode.FINETUNE) == Run.Mode.FINETUNE]
-    launch_check(user=user, configs=trained, upload=upload)
+    estimates = launch_check(user=user, runs=planned, upload=upload)  # few-shot runs too: their prompts cost
     group = RunGroup.objects.create(owner=user, lab=lab, title=lab.title, sweep=lab.sweep)
     by_key: dict[str, Run] = {}
-    for variant, (_, run_config) in zip(lab.variants, configs, strict=True):
+    for variant, plan, estimate in zip(lab.variants, planned, estimates, strict=True):
         parent = by_key.get(variant.get("continue_from") or "")
         run = Run.objects.create(
-            owner=user, lab=lab, group=group, label=variant["label"],
-            mode=variant.get("mode", Run.Mode.FINETUNE), shots=variant.get("shots", 0),
-            config=run_config, upload=upload, continue_from=parent,
+            owner=user, lab=lab, group=group, label=plan.label, mode=plan.mode, shots=plan.shots,
+            config=plan.config, upload=upload, continue_from=parent,
+            estimated_tokens=estimate.tokens, estimated_s=estimate.seconds,
         )
         by_key[variant["key"]] = run
         message = QUEUED_MESSAGE if parent is None else (

@@ -188,13 +188,14 @@ def _few_shot(run: Run, config, dataset, labels, recorder) -> Outcome:
 
     from mlcore.classify import Classifier
     from mlcore.evaluate import evaluate
-    from mlcore.prompt import pick_shots, prompt_token_count
+    from mlcore.prompt import cut_shots, pick_shots, prompt_token_count
     from mlcore.registry import load_base
 
     started = time.perf_counter()
-    shots = pick_shots(dataset.train, labels, run.shots, seed=config.seed)
-    recorder.log(f"Loading {config.base_model}; {len(shots)} demonstrations go into every prompt.")
+    recorder.log(f"Loading {config.base_model}; {run.shots} demonstrations go into every prompt.")
     model, tokenizer = load_base(config.base_model, device=config.device)
+    # Cut like the review, as the launch's cost estimate counted them (mlcore.cost.estimate_fewshot_cost).
+    shots = cut_shots(tokenizer, pick_shots(dataset.train, labels, run.shots, seed=config.seed))
     extra_tokens = prompt_token_count(tokenizer, "", labels, shots) - prompt_token_count(tokenizer, "", labels)
     if recorder.should_stop():
         return Outcome(cancelled=True)

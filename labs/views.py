@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from labs import presenters
-from labs.access import get_group_for_user, get_run_for_user, visible_to
+from labs.access import get_group_for_user, get_run_for_user, is_unlimited, visible_to
 from labs.forms import RunForm, initial_from_config
 from labs.models import Lab, Run
 from labs.scheduling import prepare_estimate, queue_available
@@ -45,7 +45,7 @@ def launch(request, slug: str):
         if not queue_available():
             # Refuse before writing anything: no run is left queued that nothing will send.
             return render(request, "labs/queue_unavailable.html", {"lab": lab}, status=503)
-        if not request.user.is_staff:
+        if not is_unlimited(request.user):
             # Load the tokenizer the cost estimate needs (seconds, once per process) before
             # _launch's transaction, which on SQLite holds the database's write lock.
             prepare_estimate(form.config["base_model"])

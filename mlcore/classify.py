@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from .masking import prompt_and_answer_ids
-from .prompt import DEFAULT_MAX_TEXT_TOKENS, PromptFormat, normalize_text, render_prompt, split_prompt, truncate_text
+from .prompt import DEFAULT_MAX_TEXT_TOKENS, PromptFormat, cut_shots, normalize_text, render_prompt, split_prompt, truncate_text
 
 _PROBE_TEXT = "The strap broke after two days, but the seller replaced it."
 
@@ -118,7 +118,8 @@ class Classifier:
         self.model = model
         self.tokenizer = tokenizer
         self.labels = list(labels)
-        self.shots = tuple(shots)
+        # Each example cut like the review: its tokens go into every prompt.
+        self.shots = tuple(cut_shots(tokenizer, shots, max_text_tokens))
         self.prompt = prompt or PromptFormat.default(self.labels)
         self.use_prefix_cache = use_prefix_cache
         self.max_text_tokens = max_text_tokens

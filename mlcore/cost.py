@@ -22,6 +22,7 @@ class RunCost:
     train_tokens: int  # tokens through forward + backward, all epochs
     eval_tokens: int  # tokens through forward only: validation passes + test scoring
     example_tokens: int  # mean tokens of one training example after truncation
+    shot_tokens: int = 0  # few-shot runs: tokens the k examples add to every prompt
 
     @property
     def tokens(self) -> int:
@@ -55,6 +56,34 @@ def example_lengths(tokenizer, texts: list[str], labels: list[str], max_length: 
         return []
     counts = tokenizer(texts, add_special_tokens=False)["input_ids"]
     return [min(max_length, overhead + len(ids)) for ids in counts]
+
+
+def prompt_lengths(tokenizer, texts: list[str], labels: list[str], shots=()) -> list[int]:
+    """Tokens the classifier reads per review: the prompt (with the shots, if any) and the review
+    cut to DEFAULT_MAX_TEXT_TOKENS, as mlcore.classify scores it."""
+    from .prompt import DEFAULT_MAX_TEXT_TOKENS, prompt_token_count
+
+    overhead = prompt_token_count(tokenizer, "", labels, shots)
+    if not texts:
+        return []
+    counts = tokenizer([t[: 16 * DEFAULT_MAX_TEXT_TOKENS] for t in texts], add_special_tokens=False)["input_ids"]
+    return [overhead + min(DEFAULT_MAX_TEXT_TOKENS, len(ids)) for ids in counts]
+
+
+def estimate_fewshot_cost(config: TrainConfig, dataset: Dataset, tokenizer, k: int) -> RunCost:
+    """A few-shot run (labs.training) trains nothing: it scores the test split with the k examples
+    in every prompt, then without them (the zero-shot baseline). The examples are picked and cut
+    exactly as the run does (pick_shots, cut_shots) and counted in every prompt they go into."""
+    from .prompt import cut_shots, pick_shots
+
+    labels = list(config.labels or dataset.labels)
+    shots = cut_shots(tokenizer, pick_shots(dataset.train, labels, k, seed=config.seed))
+    texts = [e.text for e in dataset.test]
+    with_shots = prompt_lengths(tokenizer, texts, labels, shots)
+    without = prompt_lengths(tokenizer, texts, labels)
+    return RunCost(steps=0, evals=0, train_tokens=0, eval_tokens=sum(with_shots) + sum(without),
+                   example_tokens=round(sum(without) / len(without)) if without else 0,
+                   shot_tokens=(with_shots[0] - without[0]) if texts else 0)
 
 
 def estimate_cost(config: TrainConfig, dataset: Dataset, tokenizer) -> RunCost:

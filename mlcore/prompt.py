@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 DEFAULT_MAX_TEXT_TOKENS = 256  # reviews longer than this are cut (before templating)
@@ -117,6 +117,15 @@ def truncate_text(tokenizer, text: str, max_text_tokens: int) -> tuple[str, bool
     if len(ids) <= max_text_tokens:
         return text, False
     return tokenizer.decode(ids[:max_text_tokens]).strip(), True
+
+
+def cut_shots(tokenizer, shots, max_text_tokens: int = DEFAULT_MAX_TEXT_TOKENS) -> list:
+    """The k-shot examples, each text cut like the review (truncate_text). Uncut, one uploaded
+    example of megabytes would go whole into every prompt of a few-shot run or baseline."""
+    # A token is never 16 characters on average: cut the characters first, so a huge text is
+    # not tokenised whole just to be cut.
+    return [replace(shot, text=truncate_text(tokenizer, shot.text[: 16 * max_text_tokens], max_text_tokens)[0])
+            for shot in shots]
 
 
 def chat_messages(text: str, labels, shots=(), *, prompt: PromptFormat | None = None) -> list[dict]:

@@ -206,15 +206,25 @@ def test_a_reservation_is_atomic_under_concurrency():
     assert sum(granted) == 5
 
 
-def test_baseline_api_calls_over_the_daily_allowance_are_refused_before_any_call(run, settings, fake_openai):
+def test_baseline_api_tokens_over_the_daily_allowance_are_refused_before_any_call(run, settings, fake_openai):
+    from inference.prompting import api_tokens
+    from labs.scheduling import estimate_tokenizer
     from mlcore.data import load_bundled
+    from mlcore.prompt import pick_shots
 
     settings.LLM_API_KEY, settings.LLM_API_BASE_URL, settings.LLM_MODEL = "k", fake_openai.base_url, "fake-model"
-    fake_openai.responder = gold_responder(load_bundled("reviews").test)
-    settings.BASELINE_API_CALLS_PER_DAY = 10
-    baselines_launch(run=run, k=2, limit=6, enqueue=False)  # 6 calls per API row: the first fits, the second not
+    data = load_bundled("reviews")
+    fake_openai.responder = gold_responder(data.test)
+    tokenizer, labels = estimate_tokenizer(run.config["base_model"]), data.labels
+    zero_shot = sum(api_tokens(tokenizer, e.text, labels) for e in data.test[:6])
+    few_shot = sum(api_tokens(tokenizer, e.text, labels, pick_shots(data.train, labels, 2, seed=0)) for e in data.test[:6])
+    # The zero-shot row fits; the few-shot row, as many calls but each with two examples more, does not.
+    assert zero_shot < few_shot - 1
+    settings.BASELINE_API_TOKENS_PER_DAY = few_shot - 1
+    baselines_launch(run=run, k=2, limit=6, enqueue=False)
     rows = {row.method: row for row in baselines_compute(run_id=run.pk)}
     api_rows = [rows[BaselineResult.Method.ZERO_SHOT_API], rows[BaselineResult.Method.FEW_SHOT_API]]
-    assert [r.status for r in api_rows] == [BaselineResult.Status.SUCCEEDED, BaselineResult.Status.SKIPPED]
-    assert "needs 6 LLM API calls and 4 of your 10 a day are left" in api_rows[1].message
+    assert [r.status for r in api_rows] == [BaselineResult.Status.SUCCEEDED, BaselineResult.Status.SKIPPED], \
+        api_rows[1].message
+    assert f"needs about {few_shot:,} LLM API tokens" in api_rows[1].message
     assert len(fake_openai.requests) == 6  # the refused row made no call
