@@ -3,6 +3,7 @@
 Every variable is listed in the README's configuration table.
 """
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -175,8 +176,23 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
-# Run artifacts (adapters, metrics); a shared volume when workers run on other hosts.
+# This host's own folder for run artifacts: a worker trains in it, and every host keeps there
+# the copies it read back from the artifact store (labs.storage). Never shared; deletable.
 ARTIFACTS_DIR = Path(env_str("TUNELAB_ARTIFACTS_DIR", str(VAR_DIR / "runs")))
+# Where adapters, checkpoints and metrics go so that every host can read them: "database" (the
+# default: chunks in the database DATABASE_URL names, nothing else to run), or the dotted path
+# of a Django storage class, e.g. "storages.backends.s3.S3Storage" (django-storages) with its
+# options as JSON in TUNELAB_ARTIFACT_STORAGE_OPTIONS ({"bucket_name": "tunelab", ...}).
+ARTIFACT_STORAGE = env_str("TUNELAB_ARTIFACT_STORAGE", "database")
+if ARTIFACT_STORAGE != "database":
+    try:
+        _artifact_options = json.loads(env_str("TUNELAB_ARTIFACT_STORAGE_OPTIONS", "{}"))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"TUNELAB_ARTIFACT_STORAGE_OPTIONS must be a JSON object: {exc}") from None
+    if "." not in ARTIFACT_STORAGE or not isinstance(_artifact_options, dict):
+        raise ImproperlyConfigured("TUNELAB_ARTIFACT_STORAGE must be 'database' or the dotted path of a Django storage "
+                                   "class, and TUNELAB_ARTIFACT_STORAGE_OPTIONS a JSON object.")
+    STORAGES["artifacts"] = {"BACKEND": ARTIFACT_STORAGE, "OPTIONS": _artifact_options}
 
 # --- Redis: one server for the Celery broker and the Channels layer --------------------------
 # When REDIS_URL is unset, `make run` starts an embedded redis-server on this loopback port.

@@ -21,6 +21,7 @@ from django.db import transaction
 
 from inference import prompting
 from inference.models import BaselineResult
+from labs import storage
 from ops.llm import llm_configured
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,7 @@ def _compute_local(row: BaselineResult, context: _Context, base) -> None:
     from mlcore.classify import Classifier, load_classifier
 
     if row.method == Method.FINETUNED:
-        classifier = load_classifier(context.run.config["base_model"], context.run.artifact_dir, merge=True,
+        classifier = load_classifier(context.run.config["base_model"], storage.adapter_dir(context.run), merge=True,
                                      labels=context.labels)
         extra = {}
     else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from django.conf import settings
@@ -17,6 +17,7 @@ from django.http import Http404
 from django.utils import dateformat, timezone
 
 from inference.serving import Loaded, classifiers
+from labs import storage
 from ops.text import text_problem  # (also imported from here by the API and forms)
 
 MAX_TEXT_CHARS = 20_000  # cut before tokenising: far past the token limit, and cheap to tokenise
@@ -42,7 +43,8 @@ class Target:
     model_id: str  # the OpenAI-style name: "run-12" or the base model's registry name
     title: str  # for people
     base_model: str
-    adapter_dir: Path | None = None
+    adapter_dir: Path | None = None  # a run's: this host's copy of its stored adapter, set when serving it
+    adapter_version: str = ""  # ... and that adapter's content hash (labs.storage)
     labels: tuple[str, ...] | None = None
     run_id: int | None = None
     created: int = 0  # unix time, for /v1/models
@@ -52,7 +54,8 @@ class Target:
     def cache_key(self) -> tuple:
         # The model only: labels are applied per call (Loaded.predict), so callers alternating
         # label lists share one loaded model instead of reloading it on every request.
-        return ("run", self.run_id, str(self.adapter_dir)) if self.run_id else ("base", self.base_model)
+        # A run's key holds its adapter's version: a replaced adapter is a new model, never the old merge.
+        return ("run", self.run_id, self.adapter_version) if self.run_id else ("base", self.base_model)
 
 
 @dataclass
@@ -91,10 +94,11 @@ def target_for_run(user, run_id) -> Target:
     if not run.has_adapter:
         raise Http404(f"Run {run.pk} has no trained adapter to serve (it is {run.get_status_display()}"
                       f"{', a few-shot prompting run' if run.mode == run.Mode.FEWSHOT else ''}).")
-    adapter_dir = Path(run.artifact_dir)
-    if not (adapter_dir / "adapter_config.json").exists():
+    stored = storage.adapter_set(run)
+    if stored is None:
         raise Http404(f"The adapter files of run {run.pk} are missing from the artifacts storage.")
-    return _run_target(run)
+    # Fetched here, in the request's thread and database connection, not in the classifying thread.
+    return replace(_run_target(run), adapter_dir=storage.materialise(stored), adapter_version=stored.version)
 
 
 def target_for_base(name: str, labels=None) -> Target:
@@ -149,8 +153,7 @@ def _run_target(run) -> Target:
     title = " · ".join([f"Run {run.pk}", *([f"macro-F1 {macro_f1:.3f}"] if macro_f1 is not None else []), when,
                         *([run.label] if run.label else []), *([run.lab.title] if run.lab else [])])
     return Target(model_id=run_model_id(run.pk), title=title, base_model=run.config.get("base_model", ""),
-                  adapter_dir=Path(run.artifact_dir), run_id=run.pk, created=int(run.created_at.timestamp()),
-                  macro_f1=macro_f1)
+                  run_id=run.pk, created=int(run.created_at.timestamp()), macro_f1=macro_f1)
 
 
 def default_target(targets: list[Target]) -> Target | None:
@@ -244,8 +247,6 @@ def classify(*, target: Target, texts: list[str]) -> Classified:
     loaded = loaded_classifier(target)
     predictions = loaded.predict(texts, batch_size=settings.INFERENCE_BATCH_SIZE, labels=target.labels)
     if any(cut):
-        from dataclasses import replace
-
         predictions = [replace(p, truncated=True) if c else p for p, c in zip(predictions, cut, strict=True)]
     labels = tuple(target.labels) if target.labels else tuple(loaded.labels)
     return Classified(predictions, (time.perf_counter() - tick) * 1000, loaded, labels)

@@ -1,11 +1,12 @@
 """Runs: fine-tune a model in a lab and see what happened (ARCHITECTURE.md follows one run). Modules:
 
-    models         Lab, DatasetUpload, RunGroup, Run, RunEvent
+    models         Lab, DatasetUpload, RunGroup, Run, RunEvent, ArtifactSet, ArtifactChunk
     catalog        the lab catalog: one markdown file per lab, checked when it loads (package)
     access         get_run_for_user and friends: one helper per owned object, views and sockets
     scheduling     fair use of the gpu workers: cost, GPU time used, dispatch to free slots
     services       everything that changes a run: launch, cancel, claim/record/finish, reap, events
     training       the worker side of a run: Run row -> mlcore calls -> Outcome
+    storage        a run's adapter and checkpoint for every host: stored once, local folders are caches
     exports        GGUF downloads of a run: request, build, state
     tasks          thin Celery tasks: train_run (gpu queue), reap_runs, dispatch_runs, export_gguf
     consumers      RunConsumer: a run's numbered events over a websocket

@@ -1,7 +1,7 @@
 """GGUF downloads of a run ("Download for llama.cpp / Ollama"): request, build, state.
 
-No database rows: an export is a file derived from the run's adapter, so it lives beside it,
-under <artifact_dir>/gguf/ (the shared artifacts volume, which web and workers all mount):
+No database rows: an export is a file derived from the run's adapter (read from the artifact
+store, labs.storage), kept in the building host's own folder, <artifact_dir>/gguf/:
 - tunelab-run-<pk>-<quant>.zip   the bundle (GGUF + Modelfile + README), present = ready;
 - <quant>.json                   the job's state: queued / running (with progress) / failed.
 Both are written to a temporary name and renamed, so a reader never sees half a file, and a
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from django.db import transaction
 
+from labs import storage
 from labs.models import Run
 from mlcore import gguf_export
 from mlcore.prompt import PromptFormat
@@ -124,16 +125,19 @@ def gguf_export_build(*, run_id: int, quant: str) -> ExportState:
     report = _progress_writer(run, quant)
     report(0.0, "Starting…")
     try:
+        adapter = storage.adapter_dir(run)
+        if adapter is None:
+            raise gguf_export.ExportError("the run's adapter files are missing from the artifact store")
         folder = export_dir(run)
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".build-", dir=folder) as tmp:
             name = bundle_name(run, quant)
-            result = gguf_export.export_merged(run.artifact_dir, Path(tmp) / f"{name}.gguf", quant=quant, progress=report)
+            result = gguf_export.export_merged(adapter, Path(tmp) / f"{name}.gguf", quant=quant, progress=report)
             report(0.97, "Zipping with the Modelfile and README…")
-            labels = read_labels(run.artifact_dir)
+            labels = read_labels(adapter)
             gguf_export.write_bundle(bundle_path(run, quant), result.path, labels=labels, model_name=name,
                                      tokenizer=load_tokenizer(run.config["base_model"]),
-                                     prompt=PromptFormat.for_adapter(run.artifact_dir, labels))
+                                     prompt=PromptFormat.for_adapter(adapter, labels))
         _write_state(run, quant, "ready", progress=1.0)
     except Exception as exc:  # noqa: BLE001 - every failure must reach the page, not only ours
         log.exception("GGUF export of run %s at %s failed", run_id, quant)

@@ -243,3 +243,53 @@ class RunEvent(models.Model):
 
     def as_message(self) -> dict:
         return {**self.payload, "type": self.type, "seq": self.seq, "t": self.created_at.isoformat()}
+
+
+class ArtifactSet(models.Model):
+    """One stored version of a run's files of one kind (labs.storage): the adapter (with its
+    config, labels, prompt, metrics and predictions) or the resumable checkpoint.
+
+    Every host reads a run's files through these rows, whichever host wrote them: the manifest
+    says which files, and the bytes are in ArtifactChunk rows (the default) or in the Django
+    storage named "artifacts" (an object store). A set is written first and made `complete`
+    last, in one transaction that checks the writer still holds the run; the newest complete
+    set of a kind is the current one."""
+
+    class Kind(models.TextChoices):
+        ADAPTER = "adapter"
+        CHECKPOINT = "checkpoint"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="artifact_sets")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    version = models.CharField(max_length=64)  # sha256 of the manifest: names the local cache folder
+    manifest = models.JSONField()  # {relative name: {"sha256", "size"}}
+    backend = models.CharField(max_length=16)  # "database" (ArtifactChunk rows) or "storage"
+    attempt = models.PositiveSmallIntegerField(default=0)  # the run's attempt that wrote it (0: imported)
+    complete = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["run", "kind", "complete"], name="labs_artifactset_current")]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} {self.kind} {self.version[:12]}"
+
+    @property
+    def size(self) -> int:
+        return sum(entry["size"] for entry in self.manifest.values())
+
+
+class ArtifactChunk(models.Model):
+    """Up to labs.storage.CHUNK_BYTES of one file of an ArtifactSet kept in the database: a
+    checkpoint of tens of MB is several modest rows, never one value that must fit in memory."""
+
+    artifact_set = models.ForeignKey(ArtifactSet, on_delete=models.CASCADE, related_name="chunks")
+    name = models.CharField(max_length=255)
+    index = models.PositiveIntegerField()
+    data = models.BinaryField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["artifact_set", "name", "index"], name="labs_artifactchunk_part")]
+
+    def __str__(self) -> str:
+        return f"{self.artifact_set_id}:{self.name}#{self.index}"

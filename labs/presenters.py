@@ -14,6 +14,7 @@ from django.db import DatabaseError
 from django.db.models import Q
 from django.template.loader import select_template
 
+from labs import storage
 from labs.models import Lab, Run
 from mlcore.train import Setting, config_fields
 
@@ -285,7 +286,9 @@ def _visible_token(token: str) -> str:
 
 def adapter_zip(run: Run):
     """A temporary zip of the adapter files (deleted when closed), or None if they are gone."""
-    folder = run.artifact_dir
+    folder = storage.adapter_dir(run) if run.has_adapter else None
+    if folder is None:
+        return None
     present = [name for name in ADAPTER_FILES if (folder / name).exists()]
     if "adapter_config.json" not in present:
         return None

@@ -12,6 +12,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 
+from labs import storage
 from labs.models import Run
 
 
@@ -64,8 +65,8 @@ def execute(run: Run, recorder, *, resume: bool = False) -> Outcome:
 
 def _parent_adapter(run: Run, config):
     parent = run.continue_from
-    adapter = parent.artifact_dir
-    if parent.status != Run.Status.SUCCEEDED or not (adapter / "adapter_config.json").exists():
+    adapter = storage.adapter_dir(parent) if parent.status == Run.Status.SUCCEEDED else None
+    if adapter is None:
         raise RunError(f"run {parent.pk} has no trained adapter to continue from (it is {parent.status}).")
     if parent.config.get("base_model") != config.base_model:
         raise RunError(f"run {parent.pk} adapts {parent.config.get('base_model')}, not {config.base_model}.")
@@ -90,24 +91,39 @@ def _save_token_view(run: Run, config, dataset, labels) -> None:
 def _fine_tune(run: Run, config, dataset, recorder, *, resume: bool = False) -> Outcome:
     from mlcore.train import train
 
-    out_dir = run.artifact_dir
+    out_dir = run.artifact_dir  # this host's working folder; what other hosts need goes to the store
     if not resume:
         # This worker claimed the run, so nothing else writes here; clear what an earlier test
         # database may have left.
         shutil.rmtree(out_dir, ignore_errors=True)
     recorder.log(f"Loading {config.base_model} and adding LoRA (r={config.lora_r}, alpha={config.lora_alpha}).")
     if resume:
+        # The stored checkpoint, whichever host wrote it; a local one may be older, or another attempt's.
+        stored = storage.current_set(run.pk, storage.CHECKPOINT)
+        if stored is not None:
+            storage.restore_into(stored, out_dir / "checkpoint")
+        else:
+            shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)
         step = checkpoint_step(out_dir)
         recorder.log(f"Resuming from the checkpoint at step {step}." if step else
                      "No checkpoint was written before the worker stopped: training starts again from step 0.")
     if recorder.should_stop():
         return Outcome(cancelled=True)
-    result = train(config, dataset, out_dir, report=ProgressReport(recorder, config).report, resume=resume)
+    progress = ProgressReport(recorder, config, store_checkpoint=lambda folder: storage.artifacts_store(
+        run_id=run.pk, kind=storage.CHECKPOINT, folder=folder, attempt=run.attempts))
+    result = train(config, dataset, out_dir, report=progress.report, resume=resume)
     if result.cancelled:
+        if Run.objects.filter(pk=run.pk, cancel_requested=True).exists():  # not a pause: nothing will resume it
+            storage.artifacts_delete(run_id=run.pk, kind=storage.CHECKPOINT)
         return Outcome(cancelled=True)
     metrics = json.loads((out_dir / "metrics.json").read_text())
     with open(out_dir / "test_predictions.jsonl", encoding="utf-8") as f:
         predictions = [json.loads(line) for line in f if line.strip()]
+    # Stored before the run is marked succeeded: a host that sees it succeeded finds its adapter.
+    storage.artifacts_store(run_id=run.pk, kind=storage.ADAPTER, folder=out_dir, names=storage.ADAPTER_FILES,
+                            attempt=run.attempts)
+    storage.artifacts_delete(run_id=run.pk, kind=storage.CHECKPOINT)
+    shutil.rmtree(out_dir, ignore_errors=True)  # the store holds it now; readers use their cache
     return Outcome(cancelled=False, metrics=metrics, predictions=predictions, summary=_summary(metrics))
 
 
@@ -121,12 +137,14 @@ class ProgressReport:
       the steps, then one value.
     - Scoring the test split (twice, with the zero-shot baseline) came after the last step with
       no event for ~54 s: it is recorded as "scoring" events with its own progress and ETA.
+    - Each checkpoint mlcore writes goes to the artifact store at once (store_checkpoint), so a
+      worker on any host can resume the run if this one is lost.
     """
 
     SCORING_EVERY_S = 1.0  # record a scoring event at most this often (and always the last of a phase)
 
-    def __init__(self, recorder, config):
-        self.recorder, self.config = recorder, config
+    def __init__(self, recorder, config, store_checkpoint=None):
+        self.recorder, self.config, self.store_checkpoint = recorder, config, store_checkpoint
         self.evaluated = False
         self.scoring_started: float | None = None
         self.last_scoring = 0.0
@@ -139,6 +157,10 @@ class ProgressReport:
             event = {**event, **self.eta_range(event)}
         elif kind == "scoring":
             self.scoring(event)
+            return None
+        elif kind == "checkpoint":
+            if self.store_checkpoint is not None:
+                self.store_checkpoint(event["path"])
             return None
         return self.recorder.report(event)
 

@@ -839,7 +839,8 @@ def train(config: TrainConfig, dataset: Dataset, out_dir, *, report=None, resume
     """Fine-tune, save the adapter with its config into out_dir, and score it on the test split.
 
     report(event) is called with {"type": "step", ...} after every optimizer step,
-    {"type": "eval", ...} after every validation pass and {"type": "done", ...} at the end.
+    {"type": "eval", ...} after every validation pass, {"type": "checkpoint", "path"} after
+    every checkpoint is written, and {"type": "done", ...} at the end.
     If it returns "stop" (or True), training stops after the current step, saves a checkpoint
     and returns with cancelled=True; train(..., resume=True) continues from it.
     """
@@ -887,6 +888,7 @@ def train(config: TrainConfig, dataset: Dataset, out_dir, *, report=None, resume
                 emit(validation[-1])
             if cancelled or (config.checkpoint_every and step % config.checkpoint_every == 0 and step < run.total_steps):
                 save_checkpoint(checkpoint_dir, run.model, run.optimizer, run.scheduler, step, config, best)
+                emit({"type": "checkpoint", "step": step, "path": str(checkpoint_dir)})  # e.g. to copy it off this host
             if cancelled or step >= run.total_steps:
                 break
     return finish(run, out_dir, best, validation, started, step, cancelled, (train_s, samples), emit)
