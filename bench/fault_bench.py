@@ -12,6 +12,9 @@ Sections (each prints one table row; --json writes them all):
 - web_restart: kill the web process mid-run while a browser-like viewer follows the run.
 - stream_viewers: 100 websocket viewers on one live run.
 - quiz_load: 50 learners browsing, answering and autosaving at once for a bounded time.
+- quiz_burst: quiz_load's burst mode, a class arriving at once: 50, 100 and 200 learners, a quarter
+  of them with no think time, against 1 web process and then TUNELAB_WEB_PROCESSES=2 (the same
+  stack restarted): p50/p95/errors/rps per level.
 - fuzz: bench/fault_fuzz.py's generated malformed API requests (when that file is present).
 - fairness: 5 learners each launch a 3-run group, 2 gpu workers (a second stack).
 
@@ -46,10 +49,19 @@ TINY = dict(TINY_RUN, lora_r=8, lora_alpha=16, target_modules=["q_proj", "v_proj
 # a person reads a question or types an answer; one action = one request, as the browser sends them
 # (the autosave fires 800 ms after typing stops).
 THINK_S = (1.0, 3.0)
-SECTIONS = ("redis_kill", "worker_kill", "web_restart", "stream_viewers", "quiz_load", "fuzz", "fairness")
-# --smoke: one stack, a tiny run followed by a few viewers and a short quiz load (~30 s); it
-# proves the launch form, the stack and the sockets still work, not any figure.
-SMOKE = {"stream_viewers": dict(n=3, epochs=2), "quiz_load": dict(users=4, seconds=3, think_s=(0.05, 0.2))}
+# quiz_burst: the class sizes measured, the share of learners who never pause (scripted clicking,
+# a page reloaded in a loop) and the web process counts compared.
+BURST_LEVELS = (50, 100, 200)
+BURST_NO_THINK = 0.25
+BURST_PROCESSES = (1, 2)
+SECTIONS = ("redis_kill", "worker_kill", "web_restart", "stream_viewers", "quiz_load", "quiz_burst", "fuzz", "fairness")
+SINGLE_STACK = ("redis_kill", "worker_kill", "web_restart", "stream_viewers", "quiz_load", "quiz_burst")
+# --smoke: one stack with two web processes, a tiny run followed by a few viewers, a short quiz
+# load and a short burst (~40 s); it proves the launch form, the stack, the sockets and several
+# web processes still work, not any figure.
+SMOKE_PROCESSES = 2
+SMOKE = {"stream_viewers": dict(n=3, epochs=2), "quiz_load": dict(users=4, seconds=3, think_s=(0.05, 0.2)),
+         "quiz_burst": dict(levels=(4,), seconds=2, processes=(SMOKE_PROCESSES,), think_s=(0.05, 0.2))}
 
 
 def free_port() -> int:
@@ -76,7 +88,7 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
 class Stack:
     """scripts/runstack.py in a temporary var/ with its own database, ports and Redis."""
 
-    def __init__(self, *, gpu_workers: int):
+    def __init__(self, *, gpu_workers: int, web_processes: int = 1):
         self.tmp = Path(tempfile.mkdtemp(prefix="tunelab-faults-"))
         self.var = self.tmp / "var"
         self.var.mkdir()
@@ -88,12 +100,14 @@ class Stack:
             "DJANGO_SETTINGS_MODULE": "config.settings", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
             "TUNELAB_VAR_DIR": str(self.var), "DATABASE_URL": f"sqlite:///{self.var / 'bench.sqlite3'}",
             "TUNELAB_PORT": str(self.port), "TUNELAB_REDIS_PORT": str(self.redis_port),
-            "TUNELAB_GPU_WORKERS": str(gpu_workers), "TUNELAB_ALLOW_TEST_MODEL": "1",
+            "TUNELAB_GPU_WORKERS": str(gpu_workers), "TUNELAB_WEB_PROCESSES": str(web_processes),
+            "TUNELAB_ALLOW_TEST_MODEL": "1",
             "TUNELAB_HEARTBEAT_INTERVAL": "0.5", "TUNELAB_HEARTBEAT_TIMEOUT": "5", "TUNELAB_REAPER_INTERVAL": "2",
             "TUNELAB_CHECKPOINT_EVERY": "5", "TUNELAB_DISPATCH_TIMEOUT": "20", "TUNELAB_MAX_ACTIVE_RUNS": "20",
             "TUNELAB_SHUTDOWN_GRACE": "30", "TUNELAB_LOG_LEVEL": "WARNING",
         }
         self.process: subprocess.Popen | None = None
+        self.log = None
 
     @property
     def address(self) -> str:
@@ -110,8 +124,12 @@ class Stack:
 
         django.setup()
 
+    @property
+    def web_processes(self) -> int:
+        return int(self.env["TUNELAB_WEB_PROCESSES"])
+
     def start(self) -> None:
-        self.log = open(self.tmp / "runstack.log", "wb")
+        self.log = open(self.tmp / "runstack.log", "ab")
         self.process = subprocess.Popen([sys.executable, "scripts/runstack.py"], cwd=ROOT, env=self.env,
                                         stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_until(lambda: {"web", "gpu1", "default", "beat", "redis"} <= set(self.pids()), 60, "runstack.json")
@@ -130,14 +148,25 @@ class Stack:
         os.killpg(pid, signal.SIGKILL) if name != "redis" else os.kill(pid, signal.SIGKILL)
         return pid
 
-    def stop(self) -> None:
+    def restart(self, *, web_processes: int) -> None:
+        """The same database and var/ under another web process count (runstack stops in order)."""
+        self.halt()
+        self.env["TUNELAB_WEB_PROCESSES"] = str(web_processes)
+        wait_until(lambda: not (self.var / "runstack.json").exists(), 30, "the old stack to be gone")
+        self.start()
+
+    def halt(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=90)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
-        self.log.close()
+        if self.log is not None:
+            self.log.close()
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -379,16 +408,41 @@ def section_stream_viewers(stack: Stack, n: int = 100, epochs: int = 10) -> dict
 
 
 def section_quiz_load(stack: Stack, users: int = 50, seconds: float = 30, think_s: tuple = THINK_S) -> dict:
+    learners = [learner(f"quiz-{i}", stack) for i in range(users)]
+    return quiz_traffic(stack, learners, seconds=seconds, think_s=think_s)
+
+
+def section_quiz_burst(stack: Stack, levels: tuple = BURST_LEVELS, seconds: float = 20,
+                       processes: tuple = BURST_PROCESSES, think_s: tuple = THINK_S) -> dict:
+    """quiz_load's burst mode: the curve over class sizes, a quarter of each class never pausing,
+    for each web process count (the stack is restarted between counts, same database)."""
+    learners = [learner(f"burst-{i}", stack) for i in range(max(levels))]
+    result = {"no_think_share": BURST_NO_THINK, "seconds": seconds, "load_average": None, "curve": {}}
+    for count in processes:
+        if count != stack.web_processes:
+            stack.restart(web_processes=count)
+        for users in levels:
+            row = quiz_traffic(stack, learners[:users], seconds=seconds, think_s=think_s,
+                               no_think=round(users * BURST_NO_THINK))
+            row["load_average_1m"] = round(os.getloadavg()[0], 1)
+            result["curve"][f"{count}x{users}"] = row
+            print(f"  quiz_burst {count} web process(es), {users:3} learners: {json.dumps(row)}", flush=True)
+    result["load_average"] = round(os.getloadavg()[1], 1)
+    return result
+
+
+def quiz_traffic(stack: Stack, learners: list[dict], *, seconds: float, think_s: tuple, no_think: int = 0) -> dict:
+    """Learners browse quizzes, open questions, autosave and answer for `seconds`: each one pauses
+    `think_s` before every request, except the first `no_think`, who only pause on arrival."""
     import httpx
 
     from quiz.models import Quiz
 
     quiz = Quiz.objects.order_by("pk").first()
-    learners = [learner(f"quiz-{i}", stack) for i in range(users)]
     timings: list[float] = []
     errors = 0
 
-    async def one(who):
+    async def one(who, pauses: bool):
         nonlocal errors
         async with httpx.AsyncClient(base_url=f"http://{stack.address}", cookies={"sessionid": who["cookie"]},
                                      headers={"Referer": f"http://{stack.address}/"}, timeout=30) as http:
@@ -407,9 +461,9 @@ def section_quiz_load(stack: Stack, users: int = 50, seconds: float = 30, think_
             pause = random.Random(who["cookie"])
 
             async def think():
-                await asyncio.sleep(pause.uniform(*think_s))
+                await asyncio.sleep(pause.uniform(*think_s) if pauses else 0)
 
-            await think()  # learners arrive over a few seconds, not in the same millisecond
+            await asyncio.sleep(pause.uniform(*think_s))  # learners arrive over a few seconds, not in the same millisecond
             await call("GET", "/quiz/quizzes/")  # (sets the CSRF cookie)
             start = await call("POST", f"/quiz/quizzes/{quiz.slug}/start/",
                                data={"csrfmiddlewaretoken": http.cookies.get("csrftoken", "")})
@@ -430,14 +484,14 @@ def section_quiz_load(stack: Stack, users: int = 50, seconds: float = 30, think_
                     n = n % 5 + 1
 
     async def main():
-        await asyncio.gather(*(one(who) for who in learners))
+        await asyncio.gather(*(one(who, i >= no_think) for i, who in enumerate(learners)))
 
     end = time.monotonic() + seconds
     asyncio.run(main())
     ms = sorted(t * 1000 for t in timings)
-    return {"users": users, "seconds": seconds, "requests": len(ms), "rps": round(len(ms) / seconds, 1),
-            "p50_ms": round(statistics.median(ms), 1),
-            "p95_ms": round(ms[int(len(ms) * 0.95) - 1], 1), "errors": errors}
+    return {"users": len(learners), "no_think": no_think, "seconds": seconds, "requests": len(ms),
+            "rps": round(len(ms) / seconds, 1), "p50_ms": round(statistics.median(ms), 1),
+            "p95_ms": round(ms[max(0, int(len(ms) * 0.95) - 1)], 1), "errors": errors}
 
 
 def section_fuzz() -> dict:
@@ -473,10 +527,10 @@ def section_fairness(stack: Stack, learners: int = 5) -> dict:
 
 def run_sections(only: set[str], smoke: bool = False) -> dict:
     results: dict[str, dict] = {}
-    single = [s for s in ("redis_kill", "worker_kill", "web_restart", "stream_viewers", "quiz_load") if s in only]
+    single = [s for s in SINGLE_STACK if s in only]
     sizes = SMOKE if smoke else {}
     if single:
-        stack = Stack(gpu_workers=1)
+        stack = Stack(gpu_workers=1, web_processes=SMOKE_PROCESSES if smoke else 1)
         stack.prepare()
         stack.start()
         try:

@@ -35,12 +35,14 @@ def check_api(output: str) -> None:
 
 def check_fault(output: str) -> None:
     sections = {line.split()[0]: json.loads(line.split(None, 1)[1].rsplit("  (", 1)[0])
-                for line in output.splitlines() if line.startswith(("stream_viewers ", "quiz_load "))}
-    assert set(sections) == {"stream_viewers", "quiz_load"}, output
+                for line in output.splitlines() if line.startswith(("stream_viewers ", "quiz_load ", "quiz_burst "))}
+    assert set(sections) == {"stream_viewers", "quiz_load", "quiz_burst"}, output
     viewers = sections["stream_viewers"]
     assert viewers["events"] > 2 and viewers["complete"] == viewers["viewers"] == 3, viewers
     quiz = sections["quiz_load"]
     assert quiz["requests"] > 4 and quiz["errors"] == 0, quiz
+    (burst,) = sections["quiz_burst"]["curve"].values()  # the smoke stack's 2 web processes
+    assert burst["requests"] > 4 and burst["no_think"] == 1 and burst["errors"] == 0, sections["quiz_burst"]
 
 
 def check_fuzz(output: str) -> None:
