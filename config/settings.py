@@ -291,6 +291,12 @@ if RUN_HEARTBEAT_INTERVAL_S * 3 > RUN_HEARTBEAT_TIMEOUT_S:
 # The tiny random test model is offered in the launch form only when this is on (tests).
 LABS_ALLOW_TEST_MODEL = env_bool("TUNELAB_ALLOW_TEST_MODEL", False)
 CLASSIFIER_CACHE_SIZE = env_int("TUNELAB_CLASSIFIER_CACHE_SIZE", 2, min_value=1)
+# Models a web process loads (and merges) at once, each holding a whole model's weights while it
+# does; a request that finds none free within the wait gets a 503 with Retry-After. A load costs
+# the learner this many texts of TUNELAB_TEXTS_PER_MINUTE (a cached model costs nothing more).
+MODEL_LOADS_AT_ONCE = env_int("TUNELAB_MODEL_LOADS_AT_ONCE", 1, min_value=1)
+MODEL_LOAD_WAIT_S = env_float("TUNELAB_MODEL_LOAD_WAIT", 2.0, min_value=0)
+MODEL_LOAD_TEXTS = env_int("TUNELAB_MODEL_LOAD_TEXTS", 50, min_value=0)
 # Serving (inference app): texts per API request (more = 413), per playground submission,
 # reviews per forward pass, torch threads in a web process (0 = torch's default: all cores).
 API_MAX_TEXTS = env_int("TUNELAB_API_MAX_TEXTS", 64, min_value=1)
@@ -301,6 +307,8 @@ CLASSIFY_TEXTS_PER_MINUTE = env_int("TUNELAB_TEXTS_PER_MINUTE", 600, min_value=1
 if max(API_MAX_TEXTS, PLAYGROUND_MAX_TEXTS) > CLASSIFY_TEXTS_PER_MINUTE:
     raise ImproperlyConfigured("TUNELAB_TEXTS_PER_MINUTE must be at least TUNELAB_API_MAX_TEXTS and "
                                "TUNELAB_PLAYGROUND_MAX_TEXTS, or a full request could never be served.")
+if MODEL_LOAD_TEXTS >= CLASSIFY_TEXTS_PER_MINUTE:
+    raise ImproperlyConfigured("TUNELAB_MODEL_LOAD_TEXTS must be below TUNELAB_TEXTS_PER_MINUTE, or no model could load.")
 BASELINES_PER_HOUR = env_int("TUNELAB_BASELINES_PER_HOUR", 6, min_value=1)
 # LLM API tokens (prompts, k-shot examples included, and replies) the prompting baselines may
 # spend per learner per rolling 24 h, reserved before the calls start and settled to what the API

@@ -29,6 +29,7 @@ from django.views.decorators.csrf import csrf_exempt
 from inference import ratelimit, services
 from inference.models import ApiToken, hash_token
 from inference.services import json_type
+from inference.serving import LoadsBusy
 from ops import errors
 from ops import text as json_text
 
@@ -100,6 +101,9 @@ def _api_errors(exc: Exception) -> ApiError | None:
                         "retry in a few seconds.", 503, code="rate_limiter_unavailable", headers={"Retry-After": "5"})
     if isinstance(exc, Http404):
         return ApiError(str(exc) or "Not found.", 404, code="model_not_found", param="model")
+    if isinstance(exc, LoadsBusy):
+        return ApiError(str(exc), 503, code="model_loads_busy", param="model",
+                        headers={"Retry-After": str(exc.retry_after_s)})
     if isinstance(exc, services.ModelUnavailable):
         return ApiError(str(exc), 503, code="model_unavailable", param="model")
     return None
@@ -183,8 +187,8 @@ def check_fields(body: dict, fields: dict[str, str], prefix: str = "") -> None:
             raise ApiError(f"{prefix}{name} {services.text_problem(value)}.", 400, param=prefix + name, code="invalid_text")
 
 
-async def _classify(target, texts):
-    return await asyncio.to_thread(services.classify, target=target, texts=texts)
+async def _classify(target, texts, user):
+    return await asyncio.to_thread(services.classify, target=target, texts=texts, user=user)
 
 
 # --- POST /api/classify ----------------------------------------------------------------------
@@ -216,7 +220,7 @@ async def classify(request, user):
     else:
         raise ApiError('Name what classifies: "run": <run id> (one of your fine-tuned runs) or '
                        f'"model": a base model ({", ".join(services.base_model_names())}).', 400, param="run")
-    result = await _classify(target, texts)
+    result = await _classify(target, texts, user)
     return JsonResponse({
         "model": target.model_id,
         "labels": list(result.labels),
@@ -302,7 +306,7 @@ async def chat_completions(request, user):
     text = last_user_text(body.get("messages"))
     texts = services.clean_texts([text], limit=1)
     target = await sync_to_async(services.target_for_model_id)(user, body.get("model"))
-    result = await _classify(target, texts)
+    result = await _classify(target, texts, user)
     prediction = result.predictions[0]
     usage = await asyncio.to_thread(services.usage, result.loaded, text, prediction.label)
     completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"

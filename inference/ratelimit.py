@@ -17,7 +17,8 @@ from django.conf import settings
 from ops import limits
 from ops.limits import Charge, LimiterUnavailable
 
-__all__ = ["Charge", "LimiterUnavailable", "RateLimited", "charge_texts", "charge_baselines", "release"]
+__all__ = ["Charge", "LimiterUnavailable", "RateLimited", "charge_texts", "charge_model_load", "charge_baselines",
+           "release"]
 
 MINUTE_S = 60.0
 HOUR_S = 3600.0
@@ -39,6 +40,22 @@ def charge_texts(user, texts: int) -> Charge:
         raise RateLimited(f"Rate limit reached: {limit} texts per minute per learner (API, playground and every token "
                           f"together); {max(0, limit - used)} left now, this request has {amount}. "
                           f"Retry in {charge.retry_after_s} s.", charge)
+    return charge
+
+
+def charge_model_load(user) -> Charge | None:
+    """Count a model load (MODEL_LOAD_TEXTS texts) against the learner's per-minute allowance, or
+    RateLimited: loading and merging a run's adapter costs the server a second or more and a
+    model's memory, so asking for run-1, run-2, run-3... in turn is not free."""
+    amount = settings.MODEL_LOAD_TEXTS
+    if not amount:
+        return None
+    limit = settings.CLASSIFY_TEXTS_PER_MINUTE
+    charge = limits.take(f"texts:user:{user.pk}", amount, limit=limit, window_s=MINUTE_S)
+    if not charge.charged:
+        raise RateLimited(f"Rate limit reached: loading a model that is not in memory costs {amount} of your {limit} texts "
+                          f"per minute, and {max(0, limit - charge.used)} are left now. Retry in {charge.retry_after_s} s, "
+                          "or use a model you used a moment ago.", charge)
     return charge
 
 

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.http import Http404
 from django.utils import dateformat, timezone
 
+from inference import ratelimit
 from inference.serving import Loaded, classifiers
 from labs import storage
 from ops.text import text_problem  # (also imported from here by the API and forms)
@@ -233,18 +234,21 @@ def _load(target: Target):
     return classifier
 
 
-def loaded_classifier(target: Target) -> Loaded:
-    """The target's classifier from this process's cache, loading it on first use."""
-    return classifiers.get(target.cache_key, lambda: _load(target))
+def loaded_classifier(target: Target, user=None) -> Loaded:
+    """The target's classifier from this process's cache, loading it on first use: a load is
+    charged to `user` (ratelimit.charge_model_load: RateLimited), and waits for a load slot
+    (serving.LoadsBusy); a cached model costs neither."""
+    charge = (lambda: ratelimit.charge_model_load(user)) if user is not None else None
+    return classifiers.get(target.cache_key, lambda: _load(target), before_load=charge)
 
 
-def classify(*, target: Target, texts: list[str]) -> Classified:
+def classify(*, target: Target, texts: list[str], user=None) -> Classified:
     """Predictions for already-checked texts. Latency is the whole call: queueing, and the
     model load when this is the first request for the target in this process."""
     tick = time.perf_counter()
     texts = [text[:MAX_TEXT_CHARS] if len(text) > MAX_TEXT_CHARS else text for text in texts]
     cut = [len(text) >= MAX_TEXT_CHARS for text in texts]
-    loaded = loaded_classifier(target)
+    loaded = loaded_classifier(target, user)
     predictions = loaded.predict(texts, batch_size=settings.INFERENCE_BATCH_SIZE, labels=target.labels)
     if any(cut):
         predictions = [replace(p, truncated=True) if c else p for p, c in zip(predictions, cut, strict=True)]

@@ -8,6 +8,12 @@ Thread safety under the ASGI server (sync views run in a thread pool):
 - one lock guards the cache's bookkeeping (lookup, insert, evict); it is never held while a
   model loads, so a request for a cached model is not stuck behind another model's load;
 - one lock per key while it loads: concurrent first requests for the same model load it once;
+- at most MODEL_LOADS_AT_ONCE loads of different models at once in a process: each holds a
+  model's full weights while merging, so requests for run-1, run-2, run-3... in parallel would
+  otherwise load them all at once. A request that finds no free load slot within
+  MODEL_LOAD_WAIT_S gets LoadsBusy (a 503 with Retry-After), not a place in a pile of loads;
+- `before_load` runs once per real load, after the slot is taken: the caller charges the load
+  to the learner there (a cache hit costs nothing extra);
 - one lock per loaded classifier around predict(): torch on a CPU already uses every core for
   one forward pass, so two at once would only fight over them.
 """
@@ -15,10 +21,12 @@ Thread safety under the ASGI server (sync views run in a thread pool):
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
@@ -113,20 +121,57 @@ class Loaded:
             job.done = True
 
 
+class LoadsBusy(Exception):
+    """No load slot came free in time: the process is loading as many models as it may."""
+
+    def __init__(self, loads: int, retry_after_s: int):
+        super().__init__(f"The server is loading other models right now ({loads} at a time per process); this model "
+                         f"is not loaded yet. Retry in {retry_after_s} s.")
+        self.retry_after_s = retry_after_s
+
+
 class ClassifierCache:
-    def __init__(self, size: int | Callable[[], int]):
-        self._size = size
+    def __init__(self, size: int | Callable[[], int], max_loads: int | Callable[[], int] = 1,
+                 load_wait_s: float | Callable[[], float] = 0.0):
+        self._size, self._max_loads, self._load_wait_s = size, max_loads, load_wait_s
         self._entries: OrderedDict[Hashable, Loaded] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[Hashable, threading.Lock] = {}
+        self._slots = threading.Condition(threading.Lock())  # guards active_loads
+        self.active_loads = 0
+        self._last_load_s = 5.0  # what a Retry-After says: about one load's time
         self.loads = 0  # models loaded by this process: tests check nothing reloads per request
 
     @property
     def size(self) -> int:
         return self._size() if callable(self._size) else self._size
 
-    def get(self, key: Hashable, load: Callable[[], object]) -> Loaded:
-        """The cached classifier for `key`, calling load() to build it on a miss."""
+    @property
+    def max_loads(self) -> int:
+        return self._max_loads() if callable(self._max_loads) else self._max_loads
+
+    @contextmanager
+    def load_slot(self):
+        """One of the process's max_loads load slots, waiting up to load_wait_s; else LoadsBusy."""
+        wait = self._load_wait_s() if callable(self._load_wait_s) else self._load_wait_s
+        deadline = time.monotonic() + wait
+        with self._slots:
+            while self.active_loads >= self.max_loads:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise LoadsBusy(self.max_loads, max(1, math.ceil(self._last_load_s)))
+                self._slots.wait(left)
+            self.active_loads += 1
+        try:
+            yield
+        finally:
+            with self._slots:
+                self.active_loads -= 1
+                self._slots.notify()
+
+    def get(self, key: Hashable, load: Callable[[], object], *, before_load: Callable[[], object] | None = None) -> Loaded:
+        """The cached classifier for `key`, calling load() to build it on a miss (before_load()
+        first, with a load slot held; if it raises, nothing loads)."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
@@ -139,9 +184,13 @@ class ClassifierCache:
                 if entry is not None:
                     self._entries.move_to_end(key)
                     return entry
-            tick = time.perf_counter()
-            classifier = load()
-            entry = Loaded(key, classifier, time.perf_counter() - tick)
+            with self.load_slot():
+                if before_load is not None:
+                    before_load()
+                tick = time.perf_counter()
+                classifier = load()
+                entry = Loaded(key, classifier, time.perf_counter() - tick)
+            self._last_load_s = entry.load_s
             with self._lock:
                 self._entries[key] = entry
                 self._entries.move_to_end(key)
@@ -163,11 +212,15 @@ class ClassifierCache:
             self.loads = 0
 
 
-def _settings_size() -> int:
-    from django.conf import settings
+def _setting(name: str):
+    def read():
+        from django.conf import settings
 
-    return settings.CLASSIFIER_CACHE_SIZE
+        return getattr(settings, name)
+
+    return read
 
 
-# The web process's cache. Its size is read from settings at each insert (tests override it).
-classifiers = ClassifierCache(_settings_size)
+# The web process's cache. Its limits are read from settings when used (tests override them).
+classifiers = ClassifierCache(_setting("CLASSIFIER_CACHE_SIZE"), _setting("MODEL_LOADS_AT_ONCE"),
+                              _setting("MODEL_LOAD_WAIT_S"))

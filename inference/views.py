@@ -24,6 +24,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from inference import baselines, ratelimit, services
 from inference.forms import ApiTokenForm, BaselinesForm, PlaygroundForm
 from inference.models import ApiToken
+from inference.serving import LoadsBusy
 from labs.presenters import missing_model_notes_for
 
 MAX_ACTIVE_TOKENS = 20
@@ -98,13 +99,17 @@ async def playground(request):
 
     form = PlaygroundForm(request.POST, request.FILES, targets=targets)
     context["form"] = form
-    status = 200
+    status, retry_after = 200, None
     if form.is_valid():
         try:
             target = await sync_to_async(services.target_for_model_id)(request.user, form.cleaned_data["target"])
             # The same per-learner allowance as the API, counted in texts (inference.ratelimit).
             await asyncio.to_thread(ratelimit.charge_texts, request.user, len(form.cleaned_data["texts"]))
-            result = await asyncio.to_thread(services.classify, target=target, texts=form.cleaned_data["texts"])
+            result = await asyncio.to_thread(services.classify, target=target, texts=form.cleaned_data["texts"],
+                                             user=request.user)
+        except LoadsBusy as exc:
+            form.add_error(None, str(exc))
+            status, retry_after = 503, exc.retry_after_s
         except ratelimit.RateLimited as exc:
             form.add_error(None, exc.message)
             status = 429
@@ -120,7 +125,10 @@ async def playground(request):
     else:
         status = 413 if any(e.code == "too_many" for e in form.non_field_errors().as_data()) else 400
     template = "inference/_playground_results.html" if request.htmx else "inference/playground.html"
-    return await sync_to_async(render)(request, template, context, status=status)
+    response = await sync_to_async(render)(request, template, context, status=status)
+    if retry_after:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 # --- API tokens (account page) --------------------------------------------------------------------

@@ -132,6 +132,7 @@ def test_only_the_hash_of_a_token_is_stored(token):
 def test_the_rate_limit_counts_texts_per_learner_across_tokens_and_answers_429(client, run, bearer, owner, other_user,
                                                                               settings):
     settings.CLASSIFY_TEXTS_PER_MINUTE = 5
+    settings.MODEL_LOAD_TEXTS = 0  # texts per request are tested here; loads in test_model_loads
     statuses = [post(client, "/api/classify", {"run": run.pk, "texts": ["Nice.", "Fine."]}, **bearer).status_code
                 for _ in range(2)]
     refused = post(client, "/api/classify", {"run": run.pk, "texts": ["Nice.", "Fine."]}, **bearer)
