@@ -7,8 +7,9 @@ from datetime import UTC
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.core.paginator import Paginator
-from django.db.models import Count
+from django.db.models import Count, Max
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -45,6 +46,7 @@ from quiz.services.progress import progress_over_time
 from quiz.vocab import TOPICS, Difficulty, Kind, topic_label
 
 PAGE_SIZE = 25
+FACETS_CACHE_S = 3600  # a version that no page asks for any more simply ages out
 
 
 def shuffled_choices(question: Question, *seed) -> list:
@@ -94,14 +96,30 @@ def question_list(request):
             user=request.user, question_id__in=[q.id for q in page])}
     query = request.GET.copy()
     query.pop("page", None)
+    published_total, facets = _facets()
     return render(request, "quiz/question_list.html", {
         "form": form, "page": page, "total": page.paginator.count, "my_cards": my_cards, "query": query.urlencode(),
-        "facets": _facets(), "published_total": Question.objects.published().count(),
+        "facets": facets, "published_total": published_total,
     })
 
 
-def _facets() -> dict:
+def _facets() -> tuple[int, dict]:
+    """(published questions, the counts of the filter chips). The counts read every published
+    question's topics (4 queries, ~6 ms a page, the list's largest cost after its template); they
+    are kept per web process under the bank's version, one cheap query that any save or removal of
+    a published question changes (updated_at is auto_now; the count changes when one is published,
+    unpublished or deleted)."""
     published = Question.objects.published()
+    version = published.aggregate(n=Count("id"), last=Max("updated_at"))
+    key = f"quiz:facets:{version['n']}:{version['last'].isoformat() if version['last'] else ''}"
+    facets = cache.get(key)
+    if facets is None:
+        facets = _count_facets(published)
+        cache.set(key, facets, FACETS_CACHE_S)
+    return version["n"], facets
+
+
+def _count_facets(published) -> dict:
     topics = {t: 0 for t in TOPICS}
     for row in published.values_list("topics", flat=True):
         for t in row:
