@@ -1,4 +1,7 @@
-"""The Celery app. All settings come from Django settings under the CELERY_ namespace."""
+"""The Celery app. All settings come from Django settings under the CELERY_ namespace.
+
+Queues (routes in settings.CELERY_TASK_ROUTES): `gpu` for training runs, `export` for GGUF builds
+and their cleanup, `default` for the rest (the reaper and dispatcher among them)."""
 
 import os
 

@@ -219,6 +219,10 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "ops.tasks.ping": {"queue": "gpu"},
     "labs.tasks.train_run": {"queue": "gpu"},
+    # GGUF exports (minutes of CPU and a whole model in memory each) and the cleanup of their
+    # bundles, which lie on the export worker's disk: never on `default`, with the reaper and dispatcher.
+    "labs.tasks.export_gguf": {"queue": "export"},
+    "labs.tasks.clean_exports": {"queue": "export"},
 }
 # A GPU job is redelivered if its worker dies mid-run (acks_late), one at a time (prefetch 1).
 CELERY_TASK_ACKS_LATE = True
@@ -236,6 +240,7 @@ RUN_REAPER_INTERVAL_S = env_int("TUNELAB_REAPER_INTERVAL", 10, min_value=1)
 CELERY_BEAT_SCHEDULE: dict = {
     "labs-reap-stale-runs": {"task": "labs.tasks.reap_runs", "schedule": float(RUN_REAPER_INTERVAL_S)},
     "labs-dispatch-runs": {"task": "labs.tasks.dispatch_runs", "schedule": float(RUN_REAPER_INTERVAL_S)},
+    "labs-clean-exports": {"task": "labs.tasks.clean_exports", "schedule": 3600.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
@@ -332,6 +337,13 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES
 HEALTHZ_CACHE_S = env_float("TUNELAB_HEALTHZ_CACHE", 5.0, min_value=0)
 INFERENCE_BATCH_SIZE = env_int("TUNELAB_INFERENCE_BATCH_SIZE", 32, min_value=1)
 INFERENCE_THREADS = env_int("TUNELAB_INFERENCE_THREADS", 0, min_value=0)
+# GGUF exports (llama.cpp / Ollama bundles, ~100-500 MB each): builds a learner may start per
+# rolling 24 h, how long after a failed build the same one may start again, how long a bundle is
+# kept after it was built, and the disk all bundles on an export worker may take (oldest go first).
+EXPORTS_PER_DAY = env_int("TUNELAB_EXPORTS_PER_DAY", 6, min_value=1)
+EXPORT_RETRY_AFTER_S = env_int("TUNELAB_EXPORT_RETRY_AFTER", 600, min_value=0)
+EXPORT_KEEP_S = env_int("TUNELAB_EXPORT_KEEP", 7 * 86_400, min_value=60)
+EXPORT_DISK_BYTES = env_int("TUNELAB_EXPORT_DISK_BYTES", 5_000_000_000, min_value=1_000_000)
 # Prompting baselines: examples in the few-shot prompt (drawn from the train split, balanced
 # across labels) and LLM API calls in flight at once while evaluating.
 BASELINE_SHOTS = env_int("TUNELAB_BASELINE_SHOTS", 6, min_value=1, max_value=64)

@@ -6,6 +6,13 @@ store, labs.storage), kept in the building host's own folder, <artifact_dir>/ggu
 - <quant>.json                   the job's state: queued / running (with progress) / failed.
 Both are written to a temporary name and renamed, so a reader never sees half a file, and a
 failed export leaves only its state file saying why.
+
+Metered (each build merges a whole model, minutes of CPU, and leaves ~100-500 MB): a learner may
+start EXPORTS_PER_DAY builds per 24 h; a failed build may start again only EXPORT_RETRY_AFTER_S
+later; a run whose base model cannot be exported is refused from its config before anything is
+queued or loaded; builds run on their own `export` queue; bundles are deleted EXPORT_KEEP_S after
+they were built, and the oldest first whenever all of a host's pass EXPORT_DISK_BYTES (hourly, and
+before each build).
 """
 
 from __future__ import annotations
@@ -13,17 +20,21 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 
 from labs import storage
+from labs.access import is_unlimited
 from labs.models import Run
 from mlcore import gguf_export
 from mlcore.prompt import PromptFormat
+from ops import limits
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +56,7 @@ class ExportState:
     progress: float = 0.0
     message: str = ""
     size: int = 0
+    updated: float = 0.0  # unix time of the state's last write (a failure's: when it failed)
 
     @property
     def in_progress(self) -> bool:
@@ -90,16 +102,27 @@ def gguf_export_state(*, run: Run, quant: str) -> ExportState:
     except (OSError, ValueError):
         return ExportState(quant, "none")
     if saved["state"] in ("queued", "running") and time.time() - saved["updated"] > STALE_AFTER_S:
-        return ExportState(quant, "failed", message="The export stopped (its worker went away). Build it again.")
+        return ExportState(quant, "failed", message="The export stopped (its worker went away). Build it again.",
+                           updated=saved["updated"])
     if saved["state"] == "ready":  # the bundle was removed since
         return ExportState(quant, "none")
-    return ExportState(quant, saved["state"], saved["progress"], saved["message"])
+    return ExportState(quant, saved["state"], saved["progress"], saved["message"], updated=saved["updated"])
 
 
-def gguf_export_request(*, run: Run, quant: str) -> ExportState:
-    """Start building the bundle on the default queue, unless it is ready or already building.
+class ExportRefused(Exception):
+    """The build is not started; the message says why and what to do. `status`: the HTTP status."""
 
-    Raises mlcore.gguf_export.ExportError for a quant this server cannot make.
+    def __init__(self, message: str, status: int = 429):
+        super().__init__(message)
+        self.status = status
+
+
+def gguf_export_request(*, run: Run, quant: str, user) -> ExportState:
+    """Start building the bundle on the export queue, unless it is ready or already building.
+
+    Raises mlcore.gguf_export.ExportError for a quant this server cannot make, ExportRefused for
+    a base model it cannot export, a failed build asked for again too soon, or a learner past
+    their builds for the day (`user`, who asks, is charged; labs.launch_without_limits: never).
     """
     from labs import tasks
 
@@ -107,9 +130,51 @@ def gguf_export_request(*, run: Run, quant: str) -> ExportState:
     current = gguf_export_state(run=run, quant=quant)
     if current.state == "ready" or current.in_progress:
         return current
+    try:
+        gguf_export.check_exportable(run.config["base_model"])
+    except gguf_export.ExportError as exc:
+        raise ExportRefused(f"This run cannot be exported: {exc}.", status=400) from None
+    wait = current.updated + settings.EXPORT_RETRY_AFTER_S - time.time() if current.state == "failed" else 0
+    if wait > 0:
+        raise ExportRefused(f"This export failed {time.time() - current.updated:.0f} s ago; it can be built again in "
+                            f"{wait:.0f} s (a failed build is not retried at once).")
+    if not is_unlimited(user):
+        _charge_export(user)
     _write_state(run, quant, "queued", message="Waiting for a worker…")
     transaction.on_commit(lambda: tasks.export_gguf.delay(run.pk, quant))
     return gguf_export_state(run=run, quant=quant)
+
+
+def _charge_export(user) -> None:
+    limit = settings.EXPORTS_PER_DAY
+    try:
+        charge = limits.take(f"exports:user:{user.pk}", 1, limit=limit, window_s=86_400)
+    except limits.LimiterUnavailable:
+        raise ExportRefused("The export counter is unavailable right now, so no export starts: try again in a minute.",
+                            status=503) from None
+    if not charge.charged:
+        raise ExportRefused(f"You started {limit} exports in the last 24 hours, the limit (TUNELAB_EXPORTS_PER_DAY): "
+                            f"the next can start in {charge.retry_after_s / 3600:.1f} h. A bundle you built is kept "
+                            f"{settings.EXPORT_KEEP_S // 86_400} days: download it again meanwhile.")
+
+
+def exports_clean(*, now: float | None = None) -> dict:
+    """Delete this host's bundles built more than EXPORT_KEEP_S ago, then the oldest until the
+    rest fit EXPORT_DISK_BYTES, and build folders a killed build left. Its state file then reads
+    "none": the panel offers the build again."""
+    now = now or time.time()
+    root = Path(settings.ARTIFACTS_DIR)
+    bundles = sorted((path.stat().st_mtime, path.stat().st_size, path) for path in root.glob("run-*/gguf/*.zip"))
+    total = sum(size for _, size, _ in bundles)
+    removed = 0
+    for built, size, path in bundles:  # oldest first
+        if now - built > settings.EXPORT_KEEP_S or total > settings.EXPORT_DISK_BYTES:
+            path.unlink(missing_ok=True)
+            total, removed = total - size, removed + 1
+    for leftover in root.glob("run-*/gguf/.build-*"):
+        if now - leftover.stat().st_mtime > STALE_AFTER_S:
+            shutil.rmtree(leftover, ignore_errors=True)
+    return {"removed": removed, "kept_bytes": total}
 
 
 def gguf_export_build(*, run_id: int, quant: str) -> ExportState:
@@ -125,6 +190,8 @@ def gguf_export_build(*, run_id: int, quant: str) -> ExportState:
     report = _progress_writer(run, quant)
     report(0.0, "Starting…")
     try:
+        exports_clean()  # room for this one: the oldest bundles go first
+        gguf_export.check_exportable(run.config["base_model"])  # before any weights load
         adapter = storage.adapter_dir(run)
         if adapter is None:
             raise gguf_export.ExportError("the run's adapter files are missing from the artifact store")

@@ -1,4 +1,5 @@
-"""Celery tasks: thin. Take an id, call the service. Routing: train_run -> gpu, the rest -> default."""
+"""Celery tasks: thin. Take an id, call the service. Routing (settings.CELERY_TASK_ROUTES): train_run -> gpu,
+export_gguf and clean_exports -> export, the rest -> default."""
 
 import logging
 
@@ -44,7 +45,16 @@ def pause_runs_on_shutdown(sender=None, **kwargs) -> None:
 
 @shared_task(name="labs.tasks.export_gguf")
 def export_gguf(run_id: int, quant: str) -> str:
-    """Build a run's llama.cpp / Ollama download (default queue: CPU work, minutes at most)."""
+    """Build a run's llama.cpp / Ollama download (export queue: CPU work, minutes at most)."""
     from labs.exports import gguf_export_build
 
     return gguf_export_build(run_id=run_id, quant=quant).state
+
+
+@shared_task(name="labs.tasks.clean_exports")
+def clean_exports() -> dict:
+    """Celery beat, hourly, on the export queue (the bundles lie on its worker's disk): expire old
+    bundles and keep the rest within the disk budget."""
+    from labs.exports import exports_clean
+
+    return exports_clean()

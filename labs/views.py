@@ -198,9 +198,11 @@ def run_gguf(request, pk: int):
     error, status, quant = "", 200, request.POST.get("quant", "")
     if request.method == "POST":
         try:
-            exports.gguf_export_request(run=run, quant=quant)
+            exports.gguf_export_request(run=run, quant=quant, user=request.user)
         except ExportError as exc:
             error, status = f"quant: {exc}", 400
+        except exports.ExportRefused as exc:
+            error, status = str(exc), exc.status
         if not request.htmx and not error:
             return redirect(f"{reverse('labs:results', args=[run.pk])}#gguf-export")
     context = {"run": run, "gguf": exports.gguf_panel(run, error=error, selected=quant),

@@ -99,6 +99,56 @@ def check_quant(quant: str) -> str:
     raise ExportError(f"unknown quant {quant!r}; choose one of: {', '.join(available_quants())}")
 
 
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_GGUF_STRING = 8
+
+
+def gguf_architecture(path) -> str:
+    """general.architecture from a GGUF file's header. gguf.GGUFReader maps every tensor first
+    (7 s on a busy CPU, too slow for a web request); the header's first keys are enough, and
+    llama.cpp's writers put this one first."""
+    import struct
+
+    with open(path, "rb") as f:
+        magic, _version, _tensors, keys = struct.unpack("<4sIQQ", f.read(24))
+        if magic != b"GGUF":
+            raise ExportError(f"{path} is not a GGUF file")
+        for _ in range(keys):
+            name = f.read(struct.unpack("<Q", f.read(8))[0]).decode()
+            kind = struct.unpack("<I", f.read(4))[0]
+            if kind == _GGUF_STRING:
+                value = f.read(struct.unpack("<Q", f.read(8))[0]).decode()
+            elif kind in _GGUF_SCALARS:
+                fmt = _GGUF_SCALARS[kind]
+                value = struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
+            else:
+                break  # an array before it: let the full reader find it
+            if name == "general.architecture":
+                return str(value)
+    import gguf
+
+    return str(gguf.GGUFReader(path).fields["general.architecture"].contents())
+
+
+def check_exportable(base_name: str) -> None:
+    """Refuse a base model this export cannot write, from its config alone, before any weights
+    load: a llama-architecture model shipped as GGUF (the tokenizer fields are copied from that
+    file). A Qwen run used to load and merge its whole model before _check_llama refused it."""
+    from .registry import DEFAULT_BASE_MODEL, get_spec, model_path, packaged_gguf
+
+    spec = get_spec(base_name)
+    if spec.source == "tiny-test":  # built from the default model's config and tokenizer
+        spec = get_spec(DEFAULT_BASE_MODEL)
+    if spec.source == "gguf-package":
+        architecture = gguf_architecture(packaged_gguf(spec))
+    else:
+        config = Path(str(model_path(spec.name))) / "config.json"  # a local copy's; a hub id names none here
+        architecture = json.loads(config.read_text()).get("model_type", "?") if config.is_file() else "not llama"
+    if spec.source != "gguf-package" or architecture != "llama":
+        raise ExportError(f"GGUF export supports llama-architecture base models shipped as GGUF (SmolLM2); this run "
+                          f"adapts {spec.label} ({architecture})")
+
+
 def check_adapter_dir(adapter_dir) -> dict:
     """The adapter's train_config.json, after checking every file an export reads is there."""
     adapter_dir = Path(adapter_dir)

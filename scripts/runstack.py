@@ -73,6 +73,10 @@ def commands(python: str, var: Path) -> dict[str, tuple[str, list[str]]]:
                                         "--max-tasks-per-child", "1", "-n", f"gpu{i}@%h", "--loglevel", "INFO"])
     procs["default"] = ("workers", [python, "-m", "celery", "-A", "config", "worker", "-Q", "default", "-c", "2",
                                     "-n", "default@%h", "--loglevel", "INFO"])
+    # GGUF exports on their own queue and process, one at a time (each merges a whole model), so
+    # they never hold up the reaper and dispatcher on `default`; a fresh child per export frees its memory.
+    procs["export"] = ("workers", [python, "-m", "celery", "-A", "config", "worker", "-Q", "export", "-c", "1",
+                                   "--max-tasks-per-child", "1", "-n", "export@%h", "--loglevel", "INFO"])
     procs["beat"] = ("beat", [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
                               "-s", str(var / "celerybeat-schedule")])
     return procs

@@ -51,7 +51,7 @@ def purge_queues(*queues):
     # setting: a test that points CELERY_BROKER_URL at a dead port still holds it while this
     # fixture tears down, and kombu would retry that port for ~12 s.
     with app.connection_for_write(url=os.environ["REDIS_URL"]) as conn:
-        for queue in queues or ("gpu", "default"):
+        for queue in queues or ("gpu", "default", "export"):
             try:
                 conn.default_channel.queue_purge(queue)
             except Exception:  # a queue nobody declared yet

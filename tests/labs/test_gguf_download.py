@@ -1,4 +1,4 @@
-"""Download for llama.cpp / Ollama: the results page's panel, the Celery build on the default
+"""Download for llama.cpp / Ollama: the results page's panel, the Celery build on the export
 queue, the cached zip, owner checks and bad input; and the export_gguf / classify --gguf
 commands. Runs use mlcore's tiny model (real tokenizer): an export takes seconds."""
 
@@ -124,11 +124,11 @@ def test_a_build_whose_worker_vanished_can_be_started_again(owner_client, run):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_export_is_built_by_a_worker_on_the_default_queue_then_cached(tmp_path, client, owner, tiny_adapter):
+def test_the_export_is_built_by_a_worker_on_the_export_queue_then_cached(tmp_path, client, owner, tiny_adapter):
     run = finished_run(owner, tiny_adapter)
     client.force_login(owner)
     purge_queues()
-    with celery_worker(tmp_path, queues="default", **SERVER_ENV):
+    with celery_worker(tmp_path, queues="export", **SERVER_ENV):
         response = client.post(panel_url(run), {"quant": "q8_0"})
         assert response.status_code == 302 and response["Location"].endswith(f"/labs/runs/{run.pk}/results/#gguf-export")
         seen = set()
