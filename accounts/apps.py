@@ -1,5 +1,8 @@
 from django.apps import AppConfig
 from django.contrib.auth.signals import user_logged_out
+from django.db.models.signals import post_migrate
+
+from accounts.roles import ensure_roles
 
 
 class AccountsConfig(AppConfig):
@@ -15,6 +18,8 @@ class AccountsConfig(AppConfig):
         # Logging out closes the session's live streams: a socket outliving its login would
         # keep streaming a learner's runs to whoever uses the browser next.
         user_logged_out.connect(_close_streams, dispatch_uid="accounts.close_streams")
+        # The Curators role (accounts.roles), after every migrate.
+        post_migrate.connect(ensure_roles, dispatch_uid="accounts.ensure_roles")
 
 
 def _close_streams(sender, request, user, **kwargs):
