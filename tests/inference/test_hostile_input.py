@@ -147,6 +147,7 @@ def test_alternating_label_lists_share_one_loaded_model(client, bearer, db):
 
 def test_the_playground_shares_the_learners_text_allowance_with_the_api(owner_client, client, run, bearer, settings):
     settings.CLASSIFY_TEXTS_PER_MINUTE = 5
+    settings.MODEL_LOAD_TEXTS = 0  # texts are counted here; what a load costs, in test_model_loads
     form = {"target": f"run-{run.pk}", "text": "Good.\nBad.\nMeh.", "per_line": "on"}
     assert owner_client.post("/playground/", form).status_code == 200  # 3 texts
     assert post_raw(client, "/api/classify", json.dumps({"run": run.pk, "texts": ["a", "b"]}), **bearer).status_code == 200
