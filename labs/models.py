@@ -71,7 +71,7 @@ class DatasetUpload(models.Model):
 
 class RunQuerySet(models.QuerySet):
     def visible_to(self, user):
-        """Runs `user` may see: their own; staff see every run (the rule lives in labs.access)."""
+        """Runs `user` may see: their own; labs.view_all_runs sees every run (the rule lives in labs.access)."""
         from labs.access import visible_to
 
         return visible_to(user, self)
