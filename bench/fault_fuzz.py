@@ -4,9 +4,9 @@
     .venv/bin/python bench/fault_fuzz.py --smoke      # 60 requests, seconds (make test runs it)
 
 Starts what the API needs on free loopback ports, in production mode (DEBUG off): an embedded
-Redis (the rate limiter) and Daphne on a fresh SQLite database with one learner and an API
-token; the tiny test model is the only model a request can load. Then it sends generated
-requests to POST /api/classify, POST /v1/chat/completions and GET /v1/models (and
+Redis (the rate limiter) and `make run`'s web server (uvicorn) on a fresh SQLite database with
+one learner and an API token; the tiny test model is the only model a request can load. Then it
+sends generated requests to POST /api/classify, POST /v1/chat/completions and GET /v1/models (and
 /v1/models/<id>): broken JSON, invalid UTF-8, lone surrogates, NUL, every field with values of
 the wrong type, nested junk, wrong methods, bad tokens, bodies over the size limit (by
 Content-Length, on a raw socket), and a few valid requests among them. Floors: 0 responses
@@ -258,11 +258,13 @@ def _free_port() -> int:
 
 
 def fuzz_section(*, n: int = 1200, seed: int = 0) -> dict:
-    """Start Redis + Daphne on free loopback ports (fresh database, production mode), fuzz, stop."""
+    """Start Redis + `make run`'s web server on free loopback ports (fresh database, production mode),
+    fuzz, stop."""
     import httpx
 
     from mlcore.paths import models_dir
     from scripts.redis_server import RedisServer
+    from scripts.runstack import web_command
 
     tmp = Path(tempfile.mkdtemp(prefix="tunelab-fuzz-"))
     if models_dir().is_dir():  # the model caches are only read here and slow to build: share this checkout's
@@ -280,8 +282,9 @@ def fuzz_section(*, n: int = 1200, seed: int = 0) -> dict:
         token = subprocess.run([sys.executable, "-c", _SETUP], cwd=ROOT, env=env, capture_output=True, text=True,
                                check=True, timeout=300).stdout.strip().splitlines()[-1]
         port = _free_port()
-        log = open(tmp / "daphne.log", "wb")
-        server = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
+        log = open(tmp / "web.log", "wb")
+        # `make run`'s own web server (one process: the warm-up below loads the model in it).
+        server = subprocess.Popen(web_command(sys.executable, host="127.0.0.1", port=port, processes=1, trusted_proxies=""),
                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         base_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
@@ -291,14 +294,14 @@ def fuzz_section(*, n: int = 1200, seed: int = 0) -> dict:
                 break
             except httpx.TransportError:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError((tmp / "daphne.log").read_text()[-3000:]) from None
+                    raise RuntimeError((tmp / "web.log").read_text()[-3000:]) from None
                 time.sleep(0.3)
         # Load the test model once first (~15 s on a busy 2-core machine): the fuzz then measures
         # answers, not the first request's model load.
         httpx.post(f"{base_url}/api/classify", json={"model": "tiny-test", "texts": ["warm-up"]},
                    headers={"Authorization": f"Bearer {token}"}, timeout=600).raise_for_status()
         result = run_fuzz(base_url, token, n=n, seed=seed)
-        result["server_log_tracebacks"] = (tmp / "daphne.log").read_text(errors="replace").count("Traceback")
+        result["server_log_tracebacks"] = (tmp / "web.log").read_text(errors="replace").count("Traceback")
         return result
     finally:
         if server is not None:
