@@ -17,6 +17,9 @@ Sections (each prints one table row; --json writes them all):
   stack restarted): p50/p95/errors/rps per level.
 - fuzz: bench/fault_fuzz.py's generated malformed API requests (when that file is present).
 - fairness: 5 learners each launch a 3-run group, 2 gpu workers (a second stack).
+- multi_host: a web host with no gpu worker and two worker "hosts" (own var dirs, only the database
+  and Redis shared): runs start on B, B is killed past a checkpoint and its disk deleted, C resumes
+  from the stored checkpoint; the web host serves the run and builds its GGUF (a stack of its own).
 
 A viewer behaves like the run page's script: it reconnects with ?after=<last seq> when its socket
 drops, so missing/duplicate counts are what a learner would have seen.
@@ -54,7 +57,8 @@ THINK_S = (1.0, 3.0)
 BURST_LEVELS = (50, 100, 200)
 BURST_NO_THINK = 0.25
 BURST_PROCESSES = (1, 2)
-SECTIONS = ("redis_kill", "worker_kill", "web_restart", "stream_viewers", "quiz_load", "quiz_burst", "fuzz", "fairness")
+SECTIONS = ("redis_kill", "worker_kill", "web_restart", "stream_viewers", "quiz_load", "quiz_burst", "fuzz", "fairness",
+            "multi_host")
 SINGLE_STACK = ("redis_kill", "worker_kill", "web_restart", "stream_viewers", "quiz_load", "quiz_burst")
 # --smoke: one stack with two web processes, a tiny run followed by a few viewers, a short quiz
 # load and a short burst (~40 s); it proves the launch form, the stack, the sockets and several
@@ -132,7 +136,8 @@ class Stack:
         self.log = open(self.tmp / "runstack.log", "ab")
         self.process = subprocess.Popen([sys.executable, "scripts/runstack.py"], cwd=ROOT, env=self.env,
                                         stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(lambda: {"web", "gpu1", "default", "beat", "redis"} <= set(self.pids()), 60, "runstack.json")
+        gpus = {f"gpu{i}" for i in range(1, int(self.env["TUNELAB_GPU_WORKERS"]) + 1)}
+        wait_until(lambda: {"web", "default", "beat", "redis"} | gpus <= set(self.pids()), 60, "runstack.json")
         import httpx
 
         wait_until(lambda: _get_ok(httpx, f"http://{self.address}/healthz"), 120, "the web server")
@@ -442,83 +447,56 @@ def quiz_traffic(stack: Stack, learners: list[dict], *, seconds: float, think_s:
     timings: list[float] = []
     errors = 0
 
-    async def one(who, pauses: bool, transport):
+    async def one(who, pauses: bool):
         nonlocal errors
-        # Not `async with`: closing a client closes its transport, which the other learners share.
-        http = httpx.AsyncClient(base_url=f"http://{stack.address}", cookies={"sessionid": who["cookie"]},
-                                 headers={"Referer": f"http://{stack.address}/"}, timeout=30, transport=transport)
+        async with httpx.AsyncClient(base_url=f"http://{stack.address}", cookies={"sessionid": who["cookie"]},
+                                     headers={"Referer": f"http://{stack.address}/"}, timeout=30) as http:
+            async def call(method, url, **kw):
+                nonlocal errors
+                started = time.perf_counter()
+                try:
+                    response = await http.request(method, url, **kw)
+                    ok = response.status_code < 400
+                except httpx.HTTPError:
+                    response, ok = None, False
+                timings.append(time.perf_counter() - started)
+                errors += not ok
+                return response
 
-        async def call(method, url, **kw):
-            nonlocal errors
-            started = time.perf_counter()
-            try:
-                response = await http.request(method, url, **kw)
-                ok = response.status_code < 400
-            except httpx.HTTPError:
-                response, ok = None, False
-            timings.append(time.perf_counter() - started)
-            errors += not ok
-            return response
+            pause = random.Random(who["cookie"])
 
-        pause = random.Random(who["cookie"])
+            async def think():
+                await asyncio.sleep(pause.uniform(*think_s) if pauses else 0)
 
-        async def think():
-            await asyncio.sleep(pause.uniform(*think_s) if pauses else 0)
-
-        await asyncio.sleep(pause.uniform(*think_s))  # learners arrive over a few seconds, not in the same millisecond
-        await call("GET", "/quiz/quizzes/")  # (sets the CSRF cookie)
-        start = await call("POST", f"/quiz/quizzes/{quiz.slug}/start/",
-                           data={"csrfmiddlewaretoken": http.cookies.get("csrftoken", "")})
-        attempt = start.headers.get("location", "") if start is not None else ""
-        n = 1
-        while time.monotonic() < end:
-            token = {"csrfmiddlewaretoken": http.cookies.get("csrftoken", "")}
-            await think()
-            await call("GET", "/quiz/")
-            if attempt:
-                base = attempt.rsplit("/", 2)[0]
+            await asyncio.sleep(pause.uniform(*think_s))  # learners arrive over a few seconds, not in the same millisecond
+            await call("GET", "/quiz/quizzes/")  # (sets the CSRF cookie)
+            start = await call("POST", f"/quiz/quizzes/{quiz.slug}/start/",
+                               data={"csrfmiddlewaretoken": http.cookies.get("csrftoken", "")})
+            attempt = start.headers.get("location", "") if start is not None else ""
+            n = 1
+            while time.monotonic() < end:
+                token = {"csrfmiddlewaretoken": http.cookies.get("csrftoken", "")}
                 await think()
-                await call("GET", f"{base}/{n}/")
-                await think()
-                await call("POST", f"{base}/{n}/autosave/", data={**token, "text": f"my answer {time.time()}"})
-                await think()
-                await call("POST", f"{base}/{n}/", data={**token, "text": "final answer", "go": "next"})
-                n = n % 5 + 1
+                await call("GET", "/quiz/")
+                if attempt:
+                    base = attempt.rsplit("/", 2)[0]
+                    await think()
+                    await call("GET", f"{base}/{n}/")
+                    await think()
+                    await call("POST", f"{base}/{n}/autosave/", data={**token, "text": f"my answer {time.time()}"})
+                    await think()
+                    await call("POST", f"{base}/{n}/", data={**token, "text": "final answer", "go": "next"})
+                    n = n % 5 + 1
 
     async def main():
-        # One connection pool for every simulated browser: an httpx client of its own costs ~20 ms of
-        # CPU to make (an SSL context), which at 200 learners arriving at once was this bench's CPU
-        # taken from the server it measures. A learner still sends one request at a time.
-        async with httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=len(learners))) as transport:
-            await asyncio.gather(*(one(who, i >= no_think, transport) for i, who in enumerate(learners)))
+        await asyncio.gather(*(one(who, i >= no_think) for i, who in enumerate(learners)))
 
     end = time.monotonic() + seconds
-    server_cpu, client_cpu = web_cpu_seconds(stack), time.process_time()
     asyncio.run(main())
-    server_cpu, client_cpu = web_cpu_seconds(stack) - server_cpu, time.process_time() - client_cpu
     ms = sorted(t * 1000 for t in timings)
     return {"users": len(learners), "no_think": no_think, "seconds": seconds, "requests": len(ms),
             "rps": round(len(ms) / seconds, 1), "p50_ms": round(statistics.median(ms), 1),
-            "p95_ms": round(ms[max(0, int(len(ms) * 0.95) - 1)], 1), "errors": errors,
-            # CPU per request does not depend on what else the machine runs, unlike the latencies:
-            # the web processes' (the server's cost) and this bench's own (the simulated browsers').
-            "server_cpu_ms_per_request": round(server_cpu * 1000 / max(1, len(ms)), 2),
-            "client_cpu_ms_per_request": round(client_cpu * 1000 / max(1, len(ms)), 2)}
-
-
-def web_cpu_seconds(stack) -> float:
-    """CPU seconds used so far by the web server: its process and every process it started."""
-    import psutil  # (a dependency of peft, always installed with the ML stack)
-
-    try:
-        parent = psutil.Process(stack.pids()["web"])
-        total = 0.0
-        for process in (parent, *parent.children(recursive=True)):
-            times = process.cpu_times()
-            total += times.user + times.system
-        return total
-    except (KeyError, psutil.Error):
-        return 0.0
+            "p95_ms": round(ms[max(0, int(len(ms) * 0.95) - 1)], 1), "errors": errors}
 
 
 def section_fuzz() -> dict:
@@ -547,6 +525,93 @@ def section_fairness(stack: Stack, learners: int = 5) -> dict:
     return {"first_start_s": first, "every_first_before_any_third": last_first < first_third,
             "all_done_s": round(time.monotonic() - t0, 1),
             "succeeded": Run.objects.filter(pk__in=all_runs, status=Run.Status.SUCCEEDED).count(), "runs": len(all_runs)}
+
+
+# --- several hosts ---------------------------------------------------------------------------
+
+
+class WorkerHost:
+    """A gpu worker as on another machine: its own var dir; only DATABASE_URL and REDIS_URL (and the
+    read-only model cache, to save the build) in common with the stack."""
+
+    def __init__(self, stack: Stack, name: str):
+        self.name, self.var = name, stack.tmp / f"host-{name}"
+        self.var.mkdir()
+        (self.var / "models").symlink_to(ROOT / "var" / "models", target_is_directory=True)
+        keep = ("PATH", "HOME", "LANG", "PYTHONPATH", "DJANGO_SETTINGS_MODULE", "PYTHONUNBUFFERED", "OMP_NUM_THREADS",
+                "DATABASE_URL", "TUNELAB_ALLOW_TEST_MODEL", "TUNELAB_HEARTBEAT_INTERVAL", "TUNELAB_LOG_LEVEL")
+        env = {k: v for k, v in stack.env.items() if k in keep}
+        env.update(REDIS_URL=f"redis://127.0.0.1:{stack.redis_port}/0", TUNELAB_VAR_DIR=str(self.var))
+        self.log = open(stack.tmp / f"host-{name}.log", "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "gpu", "-c", "1", "--max-tasks-per-child", "1",
+             "-n", f"gpu@host-{name}", "--without-gossip", "--without-mingle"],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill(self) -> None:
+        """The machine is gone, and its disk with it."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.log.close()
+        shutil.rmtree(self.var, ignore_errors=True)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.log.close()
+
+
+def section_multi_host(stack: Stack, runs: int = 2, quant: str = "q8_0") -> dict:
+    """Runs launched on the web host (a stack with no gpu worker of its own) start on worker host B,
+    which is killed once the first run is past its first checkpoint; worker host C resumes it from the
+    stored checkpoint and trains the rest; the web host then serves the resumed run on the API and
+    builds its GGUF. lost_steps: steps trained on B after the checkpoint C resumed from."""
+    from inference.models import ApiToken
+    from labs.models import ArtifactSet, Run, RunEvent
+
+    who = learner("multi-host", stack)
+    host_b = WorkerHost(stack, "b")
+    host_c = None
+    try:
+        run_ids = [pk for _ in range(runs) for pk in launch(stack, who, epochs=15)]  # 30 steps, a checkpoint every 5
+        first = run_ids[0]
+        wait_until(lambda: steps_seen(first) >= 8, 240, "step 8 on host B")
+        before_kill = steps_seen(first)
+        host_b.kill()
+        killed = time.monotonic()
+        host_c = WorkerHost(stack, "c")
+        resumed_event = wait_until(lambda: RunEvent.objects.filter(
+            run_id=first, type="log", payload__message__startswith="Resuming from the checkpoint").first(), 300,
+            "the run to resume on host C")
+        resume_s = time.monotonic() - killed
+        wait_until(lambda: finished(run_ids), 600, "the runs to finish")
+        checkpoint = int(resumed_event.payload["message"].rstrip(".").split()[-1])
+        done = Run.objects.filter(pk__in=run_ids, status=Run.Status.SUCCEEDED)
+        _, raw = ApiToken.issue(user=who["user"], name="multi-host")
+        with http_for(stack, who) as http:
+            served = http.post("/api/classify", json={"run": first, "texts": ["Broke in a day."]},
+                               headers={"Authorization": f"Bearer {raw}"}, timeout=300).status_code
+            http.get("/labs/")
+            http.post(f"/labs/runs/{first}/gguf/", data={"quant": quant, "csrfmiddlewaretoken": http.cookies["csrftoken"]})
+            wait_until(lambda: 'data-state="ready"' in http.get(f"/labs/runs/{first}/gguf/").text
+                       or 'data-state="failed"' in http.get(f"/labs/runs/{first}/gguf/").text, 300, "the GGUF bundle")
+            bundle = http.get(f"/labs/runs/{first}/gguf/{quant}.zip")
+        adapters = ArtifactSet.objects.filter(run_id__in=run_ids, kind=ArtifactSet.Kind.ADAPTER, complete=True)
+        return {"runs": len(run_ids), "succeeded": done.count(), "lost_runs": len(run_ids) - done.count(),
+                "resumed": Run.objects.filter(pk__in=run_ids, attempts__gt=1).count(),
+                "resumed_on": Run.objects.get(pk=first).worker_host, "lost_steps": before_kill - checkpoint,
+                "resume_s": round(resume_s, 1), "api_status": served, "gguf_status": bundle.status_code,
+                "gguf_bytes": len(bundle.content) if bundle.status_code == 200 else 0,
+                "adapter_bytes_stored": sum(a.size for a in adapters) // max(1, adapters.count()),
+                "checkpoints_left": ArtifactSet.objects.filter(run_id__in=run_ids, kind=ArtifactSet.Kind.CHECKPOINT).count()}
+    finally:
+        for host in (host_b, host_c):
+            if host is not None and host.process.poll() is None:
+                host.stop()
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -585,7 +650,30 @@ def run_sections(only: set[str], smoke: bool = False) -> dict:
             print(f"{'fairness':15} {json.dumps(results['fairness'])}", flush=True)
         finally:
             stack.stop()
+    if "multi_host" in only:
+        results["multi_host"] = _own_stack("multi_host", bound=bool(single) or "fairness" in only)
     return results
+
+
+def _own_stack(name: str, *, bound: bool) -> dict:
+    """A section on a stack of its own, in a child process when this one's ORM is bound to another
+    stack's database. multi_host: a web host with no gpu worker (the workers are other "hosts")."""
+    if bound:
+        out = Path(tempfile.mkstemp(suffix=".json")[1])
+        subprocess.run([sys.executable, __file__, "--only", name, "--json", str(out)], check=False)
+        result = json.loads(out.read_text() or "{}").get(name, {"error": "no result"})
+        out.unlink()
+        return result
+    stack = Stack(gpu_workers=0)
+    stack.env["TUNELAB_GPU_SLOTS"] = "1"  # the dispatcher's slots: one gpu worker alive at a time
+    stack.prepare()
+    stack.start()
+    try:
+        result = _guard(lambda: globals()[f"section_{name}"](stack))
+        print(f"{name:15} {json.dumps(result)}", flush=True)
+        return result
+    finally:
+        stack.stop()
 
 
 def _guard(section) -> dict:
