@@ -447,56 +447,83 @@ def quiz_traffic(stack: Stack, learners: list[dict], *, seconds: float, think_s:
     timings: list[float] = []
     errors = 0
 
-    async def one(who, pauses: bool):
+    async def one(who, pauses: bool, transport):
         nonlocal errors
-        async with httpx.AsyncClient(base_url=f"http://{stack.address}", cookies={"sessionid": who["cookie"]},
-                                     headers={"Referer": f"http://{stack.address}/"}, timeout=30) as http:
-            async def call(method, url, **kw):
-                nonlocal errors
-                started = time.perf_counter()
-                try:
-                    response = await http.request(method, url, **kw)
-                    ok = response.status_code < 400
-                except httpx.HTTPError:
-                    response, ok = None, False
-                timings.append(time.perf_counter() - started)
-                errors += not ok
-                return response
+        # Not `async with`: closing a client closes its transport, which the other learners share.
+        http = httpx.AsyncClient(base_url=f"http://{stack.address}", cookies={"sessionid": who["cookie"]},
+                                 headers={"Referer": f"http://{stack.address}/"}, timeout=30, transport=transport)
 
-            pause = random.Random(who["cookie"])
+        async def call(method, url, **kw):
+            nonlocal errors
+            started = time.perf_counter()
+            try:
+                response = await http.request(method, url, **kw)
+                ok = response.status_code < 400
+            except httpx.HTTPError:
+                response, ok = None, False
+            timings.append(time.perf_counter() - started)
+            errors += not ok
+            return response
 
-            async def think():
-                await asyncio.sleep(pause.uniform(*think_s) if pauses else 0)
+        pause = random.Random(who["cookie"])
 
-            await asyncio.sleep(pause.uniform(*think_s))  # learners arrive over a few seconds, not in the same millisecond
-            await call("GET", "/quiz/quizzes/")  # (sets the CSRF cookie)
-            start = await call("POST", f"/quiz/quizzes/{quiz.slug}/start/",
-                               data={"csrfmiddlewaretoken": http.cookies.get("csrftoken", "")})
-            attempt = start.headers.get("location", "") if start is not None else ""
-            n = 1
-            while time.monotonic() < end:
-                token = {"csrfmiddlewaretoken": http.cookies.get("csrftoken", "")}
+        async def think():
+            await asyncio.sleep(pause.uniform(*think_s) if pauses else 0)
+
+        await asyncio.sleep(pause.uniform(*think_s))  # learners arrive over a few seconds, not in the same millisecond
+        await call("GET", "/quiz/quizzes/")  # (sets the CSRF cookie)
+        start = await call("POST", f"/quiz/quizzes/{quiz.slug}/start/",
+                           data={"csrfmiddlewaretoken": http.cookies.get("csrftoken", "")})
+        attempt = start.headers.get("location", "") if start is not None else ""
+        n = 1
+        while time.monotonic() < end:
+            token = {"csrfmiddlewaretoken": http.cookies.get("csrftoken", "")}
+            await think()
+            await call("GET", "/quiz/")
+            if attempt:
+                base = attempt.rsplit("/", 2)[0]
                 await think()
-                await call("GET", "/quiz/")
-                if attempt:
-                    base = attempt.rsplit("/", 2)[0]
-                    await think()
-                    await call("GET", f"{base}/{n}/")
-                    await think()
-                    await call("POST", f"{base}/{n}/autosave/", data={**token, "text": f"my answer {time.time()}"})
-                    await think()
-                    await call("POST", f"{base}/{n}/", data={**token, "text": "final answer", "go": "next"})
-                    n = n % 5 + 1
+                await call("GET", f"{base}/{n}/")
+                await think()
+                await call("POST", f"{base}/{n}/autosave/", data={**token, "text": f"my answer {time.time()}"})
+                await think()
+                await call("POST", f"{base}/{n}/", data={**token, "text": "final answer", "go": "next"})
+                n = n % 5 + 1
 
     async def main():
-        await asyncio.gather(*(one(who, i >= no_think) for i, who in enumerate(learners)))
+        # One connection pool for every simulated browser: an httpx client of its own costs ~20 ms of
+        # CPU to make (an SSL context), which at 200 learners arriving at once was this bench's CPU
+        # taken from the server it measures. A learner still sends one request at a time.
+        async with httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=len(learners))) as transport:
+            await asyncio.gather(*(one(who, i >= no_think, transport) for i, who in enumerate(learners)))
 
     end = time.monotonic() + seconds
+    server_cpu, client_cpu = web_cpu_seconds(stack), time.process_time()
     asyncio.run(main())
+    server_cpu, client_cpu = web_cpu_seconds(stack) - server_cpu, time.process_time() - client_cpu
     ms = sorted(t * 1000 for t in timings)
     return {"users": len(learners), "no_think": no_think, "seconds": seconds, "requests": len(ms),
             "rps": round(len(ms) / seconds, 1), "p50_ms": round(statistics.median(ms), 1),
-            "p95_ms": round(ms[max(0, int(len(ms) * 0.95) - 1)], 1), "errors": errors}
+            "p95_ms": round(ms[max(0, int(len(ms) * 0.95) - 1)], 1), "errors": errors,
+            # CPU per request does not depend on what else the machine runs, unlike the latencies:
+            # the web processes' (the server's cost) and this bench's own (the simulated browsers').
+            "server_cpu_ms_per_request": round(server_cpu * 1000 / max(1, len(ms)), 2),
+            "client_cpu_ms_per_request": round(client_cpu * 1000 / max(1, len(ms)), 2)}
+
+
+def web_cpu_seconds(stack) -> float:
+    """CPU seconds used so far by the web server: its process and every process it started."""
+    import psutil  # (a dependency of peft, always installed with the ML stack)
+
+    try:
+        parent = psutil.Process(stack.pids()["web"])
+        total = 0.0
+        for process in (parent, *parent.children(recursive=True)):
+            times = process.cpu_times()
+            total += times.user + times.system
+        return total
+    except (KeyError, psutil.Error):
+        return 0.0
 
 
 def section_fuzz() -> dict:
