@@ -38,6 +38,10 @@ WEB_PROCESSES = int(os.environ.get("TUNELAB_WEB_PROCESSES") or len(os.sched_geta
 TRUSTED_PROXIES = os.environ.get("TUNELAB_TRUSTED_PROXIES", "").strip()
 # A browser sends the run and ping sockets a few bytes ("sync"); nothing legitimate comes near this.
 WS_MAX_MESSAGE_BYTES = 64 * 1024
+# An idle keep-alive connection is closed after this. uvicorn's 5 s default is shorter than a
+# learner spends on a page: a request sent on a connection just as the server closes it fails (seen as
+# connection errors under the 200-learner burst); 75 s is nginx's own default.
+KEEP_ALIVE_S = 75
 SHUTDOWN_GRACE_S = float(os.environ.get("TUNELAB_SHUTDOWN_GRACE", "90"))
 RESTART_DELAY_S = 1.0
 # Stop order: each stage gets SIGTERM together and its grace period before SIGKILL.
@@ -53,7 +57,8 @@ def web_command(python: str, *, host: str = HOST, port: int = PORT, processes: i
     by default a client cannot choose the address the sign-up and login throttles count."""
     argv = [python, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port),
             "--workers", str(processes), "--lifespan", "off", "--ws-max-size", str(WS_MAX_MESSAGE_BYTES),
-            "--timeout-graceful-shutdown", "10", "--no-server-header", "--no-access-log"]
+            "--timeout-keep-alive", str(KEEP_ALIVE_S), "--timeout-graceful-shutdown", "10", "--no-server-header",
+            "--no-access-log"]
     if trusted_proxies:
         return [*argv, "--proxy-headers", "--forwarded-allow-ips", trusted_proxies]
     return [*argv, "--no-proxy-headers"]
