@@ -445,7 +445,7 @@ def quiz_traffic(stack: Stack, learners: list[dict], *, seconds: float, think_s:
 
     quiz = Quiz.objects.order_by("pk").first()
     timings: list[float] = []
-    errors = 0
+    errors, error_kinds = 0, {}
 
     async def one(who, pauses: bool, transport):
         nonlocal errors
@@ -458,11 +458,13 @@ def quiz_traffic(stack: Stack, learners: list[dict], *, seconds: float, think_s:
             started = time.perf_counter()
             try:
                 response = await http.request(method, url, **kw)
-                ok = response.status_code < 400
-            except httpx.HTTPError:
-                response, ok = None, False
+                ok, kind = response.status_code < 400, str(response.status_code)
+            except httpx.HTTPError as exc:
+                response, ok, kind = None, False, type(exc).__name__
             timings.append(time.perf_counter() - started)
             errors += not ok
+            if not ok:
+                error_kinds[kind] = error_kinds.get(kind, 0) + 1
             return response
 
         pause = random.Random(who["cookie"])
@@ -504,7 +506,7 @@ def quiz_traffic(stack: Stack, learners: list[dict], *, seconds: float, think_s:
     ms = sorted(t * 1000 for t in timings)
     return {"users": len(learners), "no_think": no_think, "seconds": seconds, "requests": len(ms),
             "rps": round(len(ms) / seconds, 1), "p50_ms": round(statistics.median(ms), 1),
-            "p95_ms": round(ms[max(0, int(len(ms) * 0.95) - 1)], 1), "errors": errors,
+            "p95_ms": round(ms[max(0, int(len(ms) * 0.95) - 1)], 1), "errors": errors, "error_kinds": error_kinds,
             # CPU per request does not depend on what else the machine runs, unlike the latencies:
             # the web processes' (the server's cost) and this bench's own (the simulated browsers').
             "server_cpu_ms_per_request": round(server_cpu * 1000 / max(1, len(ms)), 2),
