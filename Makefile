@@ -75,10 +75,9 @@ browser:
 
 # The suite runs on TEST_WORKERS pytest-xdist workers, each with its own Redis, test database and
 # ports; more workers than cores pays because most of the suite waits on servers and workers it
-# starts. loadgroup keeps a module's shared server stack or export on one worker (tests/conftest.py).
-# `make test TEST_WORKERS=0` runs it in one process.
+# starts. `make test TEST_WORKERS=0` runs it in one process.
 TEST_WORKERS ?= 4
-PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS)
 
 test: browser $(VENV)/.dev-deps lint
 	$(PYTEST)

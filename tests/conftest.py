@@ -57,8 +57,8 @@ def pytest_collection_modifyitems(config, items):
     that starts other processes (Daphne, Celery workers, Redis, manage.py, a bench). Then run browser tests last:
     Playwright's sync API leaves an event loop running in the main thread for the rest of the
     session, and asyncio.run() in later websocket tests would refuse. (Under pytest-xdist each
-    worker runs its share in this order: the default `load` scheduling keeps it.)"""
-    xdist = config.pluginmanager.hasplugin("xdist")
+    worker runs its share in this order: the default `load` scheduling keeps it; `loadgroup`
+    cannot group here, xdist 3.8 renames nodes in a way pytest 9.2 ignores.)"""
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         if "browser" in fixtures:
@@ -67,16 +67,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if _starts_servers(item):
             item.add_marker(pytest.mark.live)
-        if xdist and "browser" not in fixtures and _module_fixtures(item):
-            # `--dist loadgroup` sends a group to one worker: a module's shared server stack or
-            # exported model is built once, not once per worker that draws one of its tests.
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
     items.sort(key=lambda item: "browser" in getattr(item, "fixturenames", ()))
-
-
-def _module_fixtures(item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    return bool(info) and any(d.scope in ("module", "class", "package") for defs in info.name2fixturedefs.values() for d in defs)
 
 
 @pytest.fixture(autouse=True)
