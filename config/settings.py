@@ -337,6 +337,14 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES
 HEALTHZ_CACHE_S = env_float("TUNELAB_HEALTHZ_CACHE", 5.0, min_value=0)
 INFERENCE_BATCH_SIZE = env_int("TUNELAB_INFERENCE_BATCH_SIZE", 32, min_value=1)
 INFERENCE_THREADS = env_int("TUNELAB_INFERENCE_THREADS", 0, min_value=0)
+# What computes a served classifier's decoder on a CPU (mlcore.classify.BACKENDS): "openvino"
+# (exported and compiled in the background after a model's first load, cached per adapter under
+# var/exports/; torch serves until it is ready, and whenever it is missing or fails) or "torch".
+INFERENCE_BACKENDS = ("openvino", "torch")
+INFERENCE_BACKEND = env_str("TUNELAB_INFERENCE_BACKEND", "openvino")
+if INFERENCE_BACKEND not in INFERENCE_BACKENDS:
+    raise ImproperlyConfigured(f"TUNELAB_INFERENCE_BACKEND must be one of {', '.join(INFERENCE_BACKENDS)}, "
+                               f"not {INFERENCE_BACKEND!r}.")
 # GGUF exports (llama.cpp / Ollama bundles, ~100-500 MB each): builds a learner may start per
 # rolling 24 h, how long after a failed build the same one may start again, how long a bundle is
 # kept after it was built, and the disk all bundles on an export worker may take (oldest go first).

@@ -227,7 +227,8 @@ def _load(target: Target):
     _set_threads()
     try:
         classifier = load_classifier(target.base_model, target.adapter_dir, merge=True,
-                                     labels=list(target.labels) if target.labels else None)
+                                     labels=list(target.labels) if target.labels else None,
+                                     backend=settings.INFERENCE_BACKEND)
     except ModelNotAvailable as exc:
         raise ModelUnavailable(str(exc)) from exc
     classifier.predict(["Warm-up."], batch_size=1)  # builds the prefix cache now, not in a request

@@ -283,6 +283,9 @@ class Classifier:
         return torch.stack(scores, dim=-1)
 
 
+BACKENDS = ("torch", "openvino")  # what computes a loaded classifier's decoder (load_classifier)
+
+
 def read_labels(adapter_dir) -> list[str]:
     import json
 
@@ -297,13 +300,21 @@ def load_classifier(
     labels=None,
     use_prefix_cache: bool = True,
     device: str | None = None,
+    backend: str = "torch",
 ) -> Classifier:
     """A Classifier for a base model, optionally with a trained LoRA adapter, in eval mode.
 
     base_name defaults to the one recorded in the adapter's train_config.json. With merge=True
     the adapter is folded into the base weights (W + B·A·alpha/r): serving then costs exactly
     what the base model costs. Labels default to the adapter's labels.json, else DEFAULT_LABELS.
+
+    backend="openvino" (merged, on a CPU): the decoder is exported and compiled by OpenVINO in
+    the background (mlcore.onnx_serving, cached per adapter) and swapped in when ready; the
+    Classifier returned serves with torch until then, and for good if the runtime is missing or
+    fails (logged). `classifier.runtime` is that background job (None: torch only).
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     import json
 
     from .data import DEFAULT_LABELS
@@ -336,6 +347,12 @@ def load_classifier(
     model.eval()
     # The model is ours alone and only serves from here on: let the Classifier fuse its weights
     # (unless a peft wrapper still holds unmerged LoRA layers, which fusing cannot carry).
-    return Classifier(
+    classifier = Classifier(
         model, tokenizer, labels or list(DEFAULT_LABELS), use_prefix_cache=use_prefix_cache, fuse=True, prompt=prompt
     )
+    classifier.runtime = None
+    if backend == "openvino" and (merge or adapter_dir is None):
+        from . import onnx_serving  # deferred: openvino and the exporter are only needed here
+
+        classifier.runtime = onnx_serving.attach(classifier, base_name or DEFAULT_BASE_MODEL, adapter_dir)
+    return classifier

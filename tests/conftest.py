@@ -15,6 +15,10 @@ os.environ.setdefault("TUNELAB_STATIC_FROM_SOURCE", "true")
 # torch is imported), or N workers x N threads spin against each other on N cores.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Served classifiers compute with torch in the suite: with OpenVINO, every model a test loads
+# would start an export in a child process. tests/mlcore/test_onnx_serving.py and
+# tests/inference/test_served_runtime.py turn it on where it is the subject.
+os.environ.setdefault("TUNELAB_INFERENCE_BACKEND", "torch")
 
 
 # Names whose use starts other processes (the servers of tests/servers.py and
@@ -68,6 +72,13 @@ def pytest_collection_modifyitems(config, items):
         if _starts_servers(item):
             item.add_marker(pytest.mark.live)
     items.sort(key=lambda item: "browser" in getattr(item, "fixturenames", ()))
+
+
+@pytest.fixture(autouse=True)
+def serving_backend(settings):
+    """Settings were read before this file set TUNELAB_INFERENCE_BACKEND (the servers tests start
+    get it from the environment): the same choice in this process."""
+    settings.INFERENCE_BACKEND = os.environ["TUNELAB_INFERENCE_BACKEND"]
 
 
 @pytest.fixture(autouse=True)
