@@ -269,6 +269,6 @@ def usage(loaded: Loaded, text: str, label: str) -> dict:
     classifier = loaded.classifier
     tokenizer = classifier.tokenizer
     text, _ = truncate_text(tokenizer, text[:MAX_TEXT_CHARS], classifier.max_text_tokens)
-    prompt = prompt_token_count(tokenizer, text, classifier.labels, classifier.shots)
+    prompt = prompt_token_count(tokenizer, text, classifier.labels, classifier.shots, prompt=classifier.prompt)
     completion = len(tokenizer(label, add_special_tokens=False)["input_ids"])
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}

@@ -67,6 +67,8 @@ def _results_context(form, target, result) -> dict:
         "latency_ms": result.latency_ms, "per_review_ms": result.latency_ms / max(n, 1),
         "counts": [{"label": label, "n": sum(r["label"] == label for r in rows)} for label in labels],
         "n_truncated": sum(r["truncated"] for r in rows),
+        # Which prompt answered: a run is served with the one it was trained with (prompt.json).
+        "prompt": result.loaded.classifier.prompt,
     }
     if gold:
         context["accuracy"] = sum(r["label"] == r["gold"] for r in rows) / n

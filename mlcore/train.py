@@ -345,7 +345,9 @@ def collate(examples: list[EncodedExample], pad_id: int, start: int = 0):
     return input_ids, attention_mask, labels
 
 
-def shared_prefix(tokenizer, labels, encoded: list[EncodedExample], mask_prompt: bool, prompt: PromptFormat) -> list[int]:
+def shared_prefix(
+    tokenizer, labels, encoded: list[EncodedExample], mask_prompt: bool, prompt: PromptFormat | None = None
+) -> list[int]:
     """Token ids every example starts with (the system turn), or [] if they do not all share it.
 
     Only used with masking on: then no prefix token is supervised, and the prefix's output is

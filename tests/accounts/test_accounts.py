@@ -47,7 +47,7 @@ def test_a_visitor_signs_up_logs_in_and_sees_the_home_page(live_server, page, tr
     page.fill("input[name=password2]", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(f"{live_server.url}/")
-    assert page.locator("h1").inner_text() == "Welcome back, browser-user"
+    assert page.locator("h1").inner_text() == "Welcome, browser-user"  # a new learner is welcomed, not welcomed back
     page.click("text=Log out")
     page.goto(f"{live_server.url}/accounts/login/")
     page.fill("input[name=username]", "browser-user")

@@ -86,3 +86,17 @@ def test_htmx_gets_only_the_results_fragment(owner_client, run):
     assert response.status_code == 200
     html = response.content.decode().lstrip()
     assert html.startswith('<section id="playground-results"') and "<html" not in html
+
+
+def test_the_playground_says_which_run_and_prompt_version_answered(owner_client, run):
+    import json
+
+    from mlcore.prompt import PROMPT_FILE, labels_system_prompt
+
+    # A run trained before the default prompt changed keeps answering with its own.
+    system = labels_system_prompt(["positive", "negative", "neutral"], 2)
+    (run.artifact_dir / PROMPT_FILE).write_text(json.dumps({"version": 2, "system": system}))
+    response = owner_client.post("/playground/", {"target": f"run-{run.pk}", "text": "Works well."})
+    assert response.status_code == 200
+    answered = response.content.decode().split('id="answered-with">', 1)[1].split("</span>", 1)[0]
+    assert f"Run {run.pk}" in answered and "prompt version 2" in answered and system in answered

@@ -59,7 +59,9 @@ def test_every_step_reports_progress_and_the_run_ends_with_done(tiny_run):
     keys = {"step", "total_steps", "epoch", "loss", "lr", "grad_norm", "samples_per_s", "tokens_per_s", "elapsed_s", "eta_s"}
     assert all(keys <= set(e) for e in steps)
     assert all(e["total_steps"] == 4 for e in steps)
-    assert [e["type"] for e in events[-2:]] == ["eval", "done"]
+    # After the last validation pass the test split is scored (its own progress events), then done.
+    assert [e["type"] for e in events if e["type"] != "scoring"][-2:] == ["eval", "done"]
+    assert events[-1]["type"] == "done" and events[-2]["type"] == "scoring"
     assert events[-1]["metrics"] == result.metrics and not events[-1]["cancelled"]
 
 
@@ -215,9 +217,9 @@ def test_the_schedule_warms_up_then_decays_to_zero():
 def test_a_train_limit_keeps_the_label_proportions(reviews):
     subset = select_examples(reviews.train, 30, seed=0)
     assert len(subset) == 30
-    assert {label: sum(e.label == label for e in subset) for label in reviews.labels} == {
-        "positive": 10, "negative": 10, "neutral": 10,
-    }
+    for label in reviews.labels:
+        share = sum(e.label == label for e in reviews.train) / len(reviews.train)
+        assert abs(sum(e.label == label for e in subset) - 30 * share) <= 1, label
 
 
 def lora_model_with_nonzero_b(**overrides):
