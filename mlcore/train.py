@@ -200,7 +200,7 @@ class TrainConfig:
     learning_rate: float = setting(4e-3, label="Learning rate", low=0, high=0.1, low_open=True, cli=("--lr",),
                                    help="Peak AdamW learning rate (LoRA tolerates far more than full fine-tuning).")
     epochs: int = setting(2, label="Epochs", low=1, high=100,
-                          help="Passes over the training examples (742 reviews × 2 = 94 steps of 16 by default).")
+                          help="Passes over the training examples (1,210 reviews × 2 = 152 steps of 16 by default).")
     max_steps: int | None = setting(None, label="Max steps", low=1, high=1_000_000, shown=False,
                                     help="Stop after this many optimizer steps; empty = run all epochs.")
     batch_size: int = setting(16, label="Batch size", low=1, high=512, help="Examples per forward/backward pass.")
