@@ -18,6 +18,18 @@ and the same reviews (the bundled test split), in one process on one machine:
 - ours, transformers forward: the same Classifier (same weights, prefix cache, batching) but
   computing with transformers' own forward, to show what mlcore.fused adds.
 
+Runtime rows (--runtimes, on by default; left out in --smoke): the same merged model and the
+same Classifier (the adapter's prompt, the prefix's key/value cache computed once by torch, label
+rows of lm_head at the last position, same threads), with its decoder over the review tokens
+(mlcore.fused's last_hidden, exported to ONNX by mlcore.onnx_serving.export_fp32) run by:
+- OpenVINO bf16 (what serving uses on CPUs with bfloat16 units; built by
+  mlcore.onnx_serving.ensure_export, cached in var/exports/openvino) and OpenVINO f32;
+- ONNX Runtime float32; int8 by `quantize_dynamic` with its defaults; int8 with per-channel
+  weight scales and the 30 down_proj matmuls kept float32 (the most sensitive by measurement);
+  int8 MatMulNBits (8-bit weights per block of 32, int8 activations per block of 32).
+Each reports agreement with ours (float32) and macro-F1 on the test split, its export time and
+file size; the process's resident memory at the end is in the JSON (every method's sessions).
+
 The methods are timed chunk by chunk in turn (reference, ours, ours with transformers forward, reference, ...), so
 that load from other processes on a shared machine falls on all alike. Reports reviews/s at
 batch 1 and batch 32, p50/p95 latency per call, and how often each agrees with the reference
@@ -111,6 +123,120 @@ def _stats(n: int, times: list[float]) -> dict:
     return {"reviews_per_s": n / sum(times), "p50_ms": percentile(times, 50) * 1000, "p95_ms": percentile(times, 95) * 1000}
 
 
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class OrtDecoder:
+    """FusedDecoder.last_hidden by an ONNX Runtime session (bench rows only; serving uses OpenVINO)."""
+
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # No spinning between calls: its threads would take the cores from the methods timed next.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._prefix = (None, None)
+
+    def last_hidden(self, input_ids, key_mask, position_ids, prefix_kv):
+        import torch
+
+        from mlcore.onnx_serving import INPUTS
+
+        if self._prefix[0] is not prefix_kv:
+            self._prefix = (prefix_kv, [torch.stack([kv[i] for kv in prefix_kv]).numpy() for i in (0, 1)])
+        feed = dict(zip(INPUTS, [input_ids.numpy(), key_mask.numpy(), position_ids.numpy(), *self._prefix[1]], strict=True))
+        return torch.from_numpy(self.session.run(None, feed)[0])
+
+
+def ort_int8(fp32: Path, kind: str) -> Path:
+    """fp32's weight matmuls in int8, one of three ways (see the module's docstring)."""
+    import onnx
+
+    out = fp32.with_name(f"decoder-{kind}.onnx")
+    if kind == "int8-blocks":
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(fp32)), bits=8, block_size=32, is_symmetric=True, accuracy_level=4)
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
+        return out
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    exclude: list[str] = []
+    if kind == "int8-careful":
+        graph = onnx.load(str(fp32), load_external_data=False).graph
+        weights = {i.name for i in graph.initializer}
+        linears = [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+        exclude = linears[3::4]  # per layer: qkv, o, gate_up, down (mlcore.fused's order)
+    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=kind == "int8-careful",
+                     nodes_to_exclude=exclude)
+    return out
+
+
+RUNTIME_ROWS = {  # method name: what the table calls it
+    "ov-bf16": "OpenVINO bf16 (served)",
+    "ov-f32": "OpenVINO f32",
+    "ort-fp32": "ONNX Runtime fp32",
+    "ort-int8": "ONNX Runtime int8 dynamic (defaults)",
+    "ort-int8-careful": "ONNX Runtime int8 per-channel, down_proj fp32",
+    "ort-int8-blocks": "ONNX Runtime int8 MatMulNBits block 32",
+}
+
+
+def runtime_classifiers(ours, base_name: str, adapter: Path, threads: int, work: Path) -> tuple[dict, dict]:
+    """{method: Classifier sharing ours's model, prompt and prefix, its decoder swapped}, and per
+    method {export_s, file_mb}. A runtime that is not installed is left out (said)."""
+    import importlib.util
+
+    from mlcore import onnx_serving
+    from mlcore.classify import Classifier
+
+    made, info = {}, {}
+
+    def clone(decoder):
+        classifier = Classifier(ours.model, ours.tokenizer, ours.labels, prompt=ours.prompt, fuse=True,
+                                max_text_tokens=ours.max_text_tokens)
+        classifier._fused = decoder
+        return classifier
+
+    if onnx_serving.available():
+        tick = time.perf_counter()
+        folder = onnx_serving.ensure_export(base_name, adapter)
+        manifest = json.loads((folder / onnx_serving.MANIFEST).read_text())
+        # A cached export reports the time it took when it was built.
+        export_s = time.perf_counter() - tick if time.perf_counter() - tick > 5 else manifest["load_s"] + \
+            manifest["export_s"] + manifest["convert_s"]
+        for precision in ("bf16", "f32"):
+            decoder = onnx_serving.CompiledDecoder(folder / onnx_serving.MODEL_FILE, ours._fused, threads=threads,
+                                                   precision_hint=precision)
+            made[f"ov-{precision}"] = clone(decoder)
+            info[f"ov-{precision}"] = {"export_s": export_s, "file_mb": manifest["bytes"] / 2**20, "precision": decoder.precision}
+    else:
+        print("OpenVINO rows are left out: openvino/onnx/onnxscript are not installed (pip install -r requirements.txt)")
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnxscript"):
+        from mlcore.onnx_serving import export_fp32
+
+        tick = time.perf_counter()
+        fp32 = export_fp32(ours.model, work / "decoder.onnx")
+        fp32_s = time.perf_counter() - tick
+        for kind in ("fp32", "int8", "int8-careful", "int8-blocks"):
+            tick = time.perf_counter()
+            path = fp32 if kind == "fp32" else ort_int8(fp32, kind)
+            quantize_s = time.perf_counter() - tick
+            made[f"ort-{kind}"] = clone(OrtDecoder(path, threads))
+            info[f"ort-{kind}"] = {"export_s": fp32_s + quantize_s, "file_mb": path.stat().st_size / 2**20}
+    else:
+        print("ONNX Runtime rows are left out: onnxruntime is not installed (pip install -r requirements-bench.txt)")
+    return made, info
+
+
 def run(args) -> dict:
     import torch
 
@@ -131,17 +257,27 @@ def run(args) -> dict:
     print(f"loading {base_name} + {adapter} twice (reference: PEFT unmerged; ours: merged + prefix cache)", flush=True)
     reference = Reference(base_name, adapter, labels, args.device)
     ours = load_classifier(base_name, adapter, merge=True, device=args.device)
-    generic = Classifier(ours.model, ours.tokenizer, ours.labels)  # same weights, transformers' forward
+    generic = Classifier(ours.model, ours.tokenizer, ours.labels, prompt=ours.prompt)  # same weights, transformers' forward
     methods = {
         "reference": reference.predict,
         "ours": lambda chunk, batch_size: [p.label for p in ours.predict(chunk, batch_size=batch_size)],
         "generic": lambda chunk, batch_size: [p.label for p in generic.predict(chunk, batch_size=batch_size)],
     }
+    runtimes, runtime_info = {}, {}
+    if args.runtimes and args.device == "cpu":
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="tunelab-infer-onnx-") as work:
+            runtimes, runtime_info = runtime_classifiers(ours, base_name, adapter, torch.get_num_threads(), Path(work))
+    for name, classifier in runtimes.items():
+        methods[name] = (lambda c: lambda chunk, batch_size: [p.label for p in c.predict(chunk, batch_size=batch_size)])(
+            classifier)
     # Warm-up: first calls allocate memory; not what a served request costs.
     for _ in range(2):
         reference.predict(texts[:2])
-        ours.predict(texts[:2], batch_size=2)
-        generic.predict(texts[:2], batch_size=2)
+        for name, predict in methods.items():
+            if name != "reference":
+                predict(texts[:2], batch_size=2)
 
     results: dict = {}
     predicted: dict[str, list] = {name: [] for name in methods}
@@ -169,6 +305,16 @@ def run(args) -> dict:
     def agreement(name):
         return sum(predicted[name][i] == ref_labels[i] for i in valid) / len(valid) if valid else float("nan")
 
+    from sklearn.metrics import f1_score
+
+    results["runtimes"] = {
+        name: runtime_info[name] | {
+            "agreement_with_ours": sum(a == b for a, b in zip(predicted[name], predicted["ours"], strict=True)) / len(texts),
+            "macro_f1": f1_score(gold, predicted[name], average="macro"),
+        }
+        for name in runtimes
+    }
+    results["ours_macro_f1"] = f1_score(gold, predicted["ours"], average="macro")
     results.update(
         agreement=agreement("ours"),
         agreement_transformers_forward=agreement("generic"),
@@ -184,6 +330,7 @@ def run(args) -> dict:
         dtype=str(ours.model.dtype).removeprefix("torch."),
         cpu_count=os.cpu_count(),
         load_avg_1min=os.getloadavg()[0],
+        ours_rss_mb=rss_mb(),  # the whole process at the end (every method's model and sessions)
         torch=torch.__version__,
     )
     return results
@@ -195,13 +342,28 @@ def print_table(r: dict) -> None:
     print(f"{r['n_reviews']} reviews, {r['base_model']} + adapter, {r['dtype']} on {r['device']}, torch {r['torch']}, "
           f"{r['torch_threads']} threads, "
           f"load average {r['load_avg_1min']:.1f} at the end")
-    print(f"{'':35} {'reviews/s':>10} {'p50 ms':>9} {'p95 ms':>9} {'speedup':>8}")
+    print(f"{'':54} {'reviews/s':>10} {'p50 ms':>9} {'p95 ms':>9} {'speedup':>8}")
+    names |= {name: RUNTIME_ROWS[name] for name in r.get("runtimes", {})}
     for batch in (1, 32):
         for method, label in names.items():
             row = r[f"batch{batch}"][method]
             speedup = {"ours": r[f"speedup_batch{batch}"], "generic": r[f"speedup_batch{batch}_transformers_forward"]}.get(method)
             cell = f"x{speedup:.2f}" if speedup else ""
-            print(f"batch {batch:<2} {label:26} {row['reviews_per_s']:10.1f} {row['p50_ms']:9.1f} {row['p95_ms']:9.1f} {cell:>8}")
+            print(f"batch {batch:<2} {label:45} {row['reviews_per_s']:10.1f} {row['p50_ms']:9.1f} {row['p95_ms']:9.1f} {cell:>8}")
+    if r.get("runtimes"):
+        print()
+        print("| path | p50 ms b1 | p95 ms b1 | reviews/s b1 | reviews/s b32 | agreement with ours | macro-F1 | export s "
+              "| file MB |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        rows = {"ours": ("ours (torch, mlcore.fused)", {"agreement_with_ours": 1.0, "macro_f1": r["ours_macro_f1"]})}
+        rows |= {name: (RUNTIME_ROWS[name], info) for name, info in r["runtimes"].items()}
+        for method, (label, info) in rows.items():
+            b1, b32 = r["batch1"][method], r["batch32"][method]
+            export = f"{info['export_s']:.0f}" if "export_s" in info else "-"
+            memory = f"{info['file_mb']:.0f}" if "file_mb" in info else "-"
+            print(f"| {label} | {b1['p50_ms']:.1f} | {b1['p95_ms']:.1f} | {b1['reviews_per_s']:.1f} | "
+                  f"{b32['reviews_per_s']:.1f} | {info['agreement_with_ours']:.3f} | {info['macro_f1']:.3f} | {export} "
+                  f"| {memory} |")
     print(
         f"agreement with the reference (where it gave a valid label, {r['reference_valid']:.1%} of reviews): "
         f"ours {r['agreement']:.4f}, ours with transformers forward {r['agreement_transformers_forward']:.4f}; "
@@ -218,6 +380,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="cpu: float32 (default); cuda: bfloat16 on the GPU, both methods")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--runtimes", action=argparse.BooleanOptionalAction, default=True,
+                        help="add the OpenVINO and ONNX Runtime rows (CPU only; default on, off in --smoke)")
     parser.add_argument("--smoke", action="store_true", help="a tiny-model adapter and 4 reviews: does the bench still run?")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -226,7 +390,7 @@ def main(argv=None) -> int:
         from bench.smoke import tiny_adapter
 
         with tempfile.TemporaryDirectory(prefix="tunelab-infer-smoke-") as tmp:
-            args.adapter, args.n, args.device = str(tiny_adapter(Path(tmp))), 4, "cpu"
+            args.adapter, args.n, args.device, args.runtimes = str(tiny_adapter(Path(tmp))), 4, "cpu", False
             results = run(args)
     else:
         results = run(args)
