@@ -19,6 +19,7 @@ Modules, in the order data flows through them:
     gguf_export    a trained classifier as GGUF, for llama.cpp and Ollama
     gguf_quant     calibrated rounding (GPTQ) into Q8_0 / Q4_0 blocks
     gguf_classify  classify through an exported GGUF file, to check an export
+    onnx_serving   the served decoder exported to ONNX and compiled by OpenVINO, off the request path
 """
 
 import os
