@@ -19,7 +19,12 @@ SERVER_ENV = dict(TUNELAB_WS_PER_USER="2", TUNELAB_WS_SYNC_INTERVAL="3", OMP_NUM
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory, django_db_setup, django_db_blocker):
+    import httpx
+
     with daphne_server(tmp_path_factory.mktemp("streams"), **SERVER_ENV) as address:
+        # One page first: the server's first request loads the rest of the app, and a socket
+        # opened during that once came back as a connection reset on a busy machine.
+        httpx.get(f"http://{address}/healthz", timeout=60)
         yield address
 
 
