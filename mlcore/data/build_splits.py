@@ -25,8 +25,11 @@ RAW_DIR = DATA_DIR / "raw"
 # Raw files split together. part_a/part_b were the first release; part_c (short, telegraphic
 # reviews and one-line film/book verdicts) and part_d (restaurants and cafés, one-line film/TV
 # verdicts, telegraphic product lines, many with implied verdicts) and part_e (critics' film/book
-# sentences, everyday product, restaurant and service lines, hard cases) came later, each split on its own.
-SPLIT_GROUPS = (("part_a.jsonl", "part_b.jsonl"), ("part_c.jsonl",), ("part_d.jsonl",), ("part_e.jsonl",))
+# sentences, everyday product, restaurant and service lines, hard cases) and part_f (critic and audience
+# sentences about films, TV, books, music, theatre and games; customer lines about products, restaurants,
+# hotels, apps and services) came later, each split on its own.
+SPLIT_GROUPS = (("part_a.jsonl", "part_b.jsonl"), ("part_c.jsonl",), ("part_d.jsonl",), ("part_e.jsonl",),
+                ("part_f.jsonl",))
 
 
 def read_raw() -> list[dict]:
