@@ -212,7 +212,7 @@ def launch_form(**overrides) -> dict:
     default unless TINY or `overrides` say otherwise. Built from the form's own field list, so a
     setting added later is posted too (a hand-written payload went stale when lora_top_blocks came)."""
     from labs.forms import FORM_CONFIG_FIELDS
-    from mlcore.train import TrainConfig
+    from mlcore.config import TrainConfig
 
     values = {**TrainConfig().to_dict(), **TINY, **overrides}
     data = {}

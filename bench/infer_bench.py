@@ -63,8 +63,9 @@ QUICK_CONFIG = dict(dataset="reviews", train_limit=240, epochs=1, batch_size=8, 
 
 
 def train_quick(out_dir: Path, device: str) -> Path:
+    from mlcore.config import TrainConfig
     from mlcore.data import load_bundled
-    from mlcore.train import TrainConfig, train
+    from mlcore.train import train
 
     if (out_dir / "adapter_config.json").exists():
         print(f"reusing the adapter in {out_dir}")

@@ -38,14 +38,19 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REF = "84d1e7a"  # the default lab before issue 12 (~510 s of training on 2 CPU cores)
 
 # Runs in the child with cwd = the tree; prints one JSON line. Only uses what every version of
-# mlcore has had: TrainConfig.from_dict, load_bundled, train(report=...).
+# mlcore has had: TrainConfig.from_dict (in mlcore.config or, before it, mlcore.train), load_bundled,
+# train(report=...).
 CHILD = r"""
 import json, sys, time
 launched = float(sys.argv[1])
 sys.path.insert(0, ".")
 import yaml
 from mlcore.data import load_bundled
-from mlcore.train import TrainConfig, train
+try:
+    from mlcore.config import TrainConfig
+except ImportError:  # a tree from before mlcore.config: TrainConfig lived in mlcore.train
+    from mlcore.train import TrainConfig
+from mlcore.train import train
 
 text = open("labs/catalog/01-sentiment-lora.md", encoding="utf-8").read()
 preset = yaml.safe_load(text.split("---")[1])["preset"]

@@ -86,8 +86,9 @@ def score(adapter_dir, examples, device=None) -> dict:
 
 
 def run_candidate(name: str, overrides: dict, data: DataChoice | None, *, dev, test: bool, out_root: Path, base: dict) -> dict:
+    from mlcore.config import TrainConfig
     from mlcore.data import load_bundled
-    from mlcore.train import TrainConfig, train
+    from mlcore.train import train
 
     config = TrainConfig(**(base | overrides))
     dataset = load_dataset(data)

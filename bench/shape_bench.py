@@ -84,8 +84,9 @@ def measure(batch: int, steps: int, warmup: int, device: str) -> dict:
     """Train `warmup + steps` steps at `batch`; timing over the last `steps`."""
     import torch
 
+    from mlcore.config import TrainConfig
     from mlcore.data import Dataset, load_bundled
-    from mlcore.train import TrainConfig, train
+    from mlcore.train import train
 
     reviews = load_bundled("reviews")
     needed = batch * (steps + warmup)

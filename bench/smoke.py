@@ -21,8 +21,9 @@ TINY_RUN = dict(base_model="tiny-test", dataset="reviews", epochs=1, batch_size=
 
 def tiny_adapter(out_dir: Path) -> Path:
     """An adapter of the tiny test model in `out_dir` (trained if missing): what a smoke run serves."""
+    from mlcore.config import TrainConfig
     from mlcore.data import load_bundled
-    from mlcore.train import TrainConfig, train
+    from mlcore.train import train
 
     out_dir = Path(out_dir)
     if not (out_dir / "adapter_config.json").exists():

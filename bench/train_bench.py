@@ -77,7 +77,7 @@ def peak_gpu_mb() -> float | None:
 
 
 def bench_config(model: str, steps: int, seed: int):
-    from mlcore.train import TrainConfig
+    from mlcore.config import TrainConfig
 
     # epochs only bounds the run; max_steps decides its length.
     return TrainConfig(base_model=model, batch_size=BATCH_SIZE, max_steps=steps, epochs=100, seed=seed, device=DEVICE)

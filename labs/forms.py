@@ -4,10 +4,10 @@ from django.conf import settings
 from labs.access import get_upload_for_user, uploads_for_user
 from labs.models import DatasetUpload, Lab, Run
 from labs.presenters import missing_model_notes_for
-from mlcore.train import ConfigField, config_fields
+from mlcore.config import ConfigField, config_fields
 
 # The launch form's settings are TrainConfig's shown fields, generated from their declarations
-# (mlcore.train.setting); fields carry TrainConfig's names, so ConfigError messages land on them.
+# (mlcore.config.setting); fields carry TrainConfig's names, so ConfigError messages land on them.
 FORM_CONFIG_FIELDS = [f for f in config_fields() if f.setting.shown]
 CONFIG_FIELDS = tuple(f.name for f in FORM_CONFIG_FIELDS)
 CHOSEN_HERE = {"base_model", "dataset"}  # choices that depend on this server and the learner, set per form
@@ -110,7 +110,7 @@ class RunForm(ConfigForm):
 
     def clean(self):
         from labs.services import build_config
-        from mlcore.train import ConfigError, TrainConfig
+        from mlcore.config import ConfigError, TrainConfig
 
         cleaned = super().clean()
         defaults = TrainConfig().to_dict()

@@ -16,7 +16,7 @@ from django.template.loader import select_template
 
 from labs import storage
 from labs.models import Lab, Run
-from mlcore.train import Setting, config_fields
+from mlcore.config import Setting, config_fields
 
 LOG_TAIL = 40
 PREDICTIONS_PER_PAGE = 100
@@ -24,7 +24,7 @@ PREDICTIONS_PER_PAGE = 100
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "train_config.json", "labels.json", "prompt.json",
                  "metrics.json")
 # Rows of the results tables: TrainConfig's shown settings (labels and wording from their
-# declarations in mlcore.train), plus what run_config() adds for a few-shot run.
+# declarations in mlcore.config), plus what run_config() adds for a few-shot run.
 SETTINGS = {f.name: f.setting for f in config_fields() if f.setting.shown}
 EXTRA_ROWS = {"mode": Setting(label="mode"), "shots": Setting(label="few-shot examples")}
 

@@ -85,8 +85,8 @@ class Estimate:
 
 def run_cost(config: dict, upload: DatasetUpload | None, *, mode: str = Run.Mode.FINETUNE, shots: int = 0):
     from labs.training import dataset_of
+    from mlcore.config import TrainConfig
     from mlcore.cost import estimate_cost, estimate_fewshot_cost
-    from mlcore.train import TrainConfig
 
     train_config = TrainConfig.from_dict(config)
     dataset, tokenizer = dataset_of(config, upload), estimate_tokenizer(train_config.base_model)

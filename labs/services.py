@@ -61,13 +61,13 @@ def event_append(*, run_id: int, type: str, payload: dict, notify: bool = True) 
 
 
 def build_config(values: dict) -> dict:
-    """A validated TrainConfig snapshot. Raises mlcore.train.ConfigError with per-field messages.
+    """A validated TrainConfig snapshot. Raises mlcore.config.ConfigError with per-field messages.
 
     The zero-shot baseline is always computed (same evaluate code, same test split); the device
     is the worker's business; continue_from is resolved by the worker from Run.continue_from;
     checkpoints are written every RUN_CHECKPOINT_EVERY steps so a lost worker costs at most that.
     """
-    from mlcore.train import TrainConfig
+    from mlcore.config import TrainConfig
 
     config = TrainConfig.from_dict({**values, "zero_shot": True, "device": None, "continue_from": None,
                                     "checkpoint_every": settings.RUN_CHECKPOINT_EVERY})
@@ -497,10 +497,10 @@ def describe_error(exc: BaseException) -> str:
     from celery.exceptions import SoftTimeLimitExceeded
 
     from labs.training import RunError
+    from mlcore.config import ConfigError
     from mlcore.data import DatasetError
     from mlcore.masking import MaskingError
     from mlcore.registry import ModelNotAvailable
-    from mlcore.train import ConfigError
 
     if isinstance(exc, SoftTimeLimitExceeded):
         return f"The run exceeded its time limit of {settings.RUN_TIME_LIMIT_S} s and was stopped."

@@ -46,7 +46,7 @@ def dataset_of(config: dict, upload):
 def execute(run: Run, recorder, *, resume: bool = False) -> Outcome:
     """Train (or prompt) the run. resume=True: a worker was lost or paused mid-run; continue
     from the checkpoint in its artifact folder, if one was written."""
-    from mlcore.train import TrainConfig
+    from mlcore.config import TrainConfig
 
     config = TrainConfig.from_dict(run.config)
     if run.continue_from_id:
@@ -75,9 +75,9 @@ def _parent_adapter(run: Run, config):
 
 def _save_token_view(run: Run, config, dataset, labels) -> None:
     """What the model reads and what it is graded on, for the first training example."""
+    from mlcore.config import select_examples
     from mlcore.masking import encode, token_view
     from mlcore.registry import load_tokenizer
-    from mlcore.train import select_examples
 
     examples = select_examples(dataset.train, config.train_limit, config.seed)
     if not examples:

@@ -10,7 +10,8 @@ Modules, in the order data flows through them:
     prompt         THE prompt format (training, evaluation and serving all use it)
     masking        tokenisation + label mask (only the assistant's answer is supervised)
     cost           what a run will cost (steps, tokens), computed before it runs
-    train          TrainConfig and the training loop
+    config         TrainConfig: each training setting declared once, its checks (no torch)
+    train          the training loop (torch, peft and transformers at the top)
     upper          LoRA in the top blocks only: the frozen blocks below run once per example
     classify       label scoring with a cached system-prompt prefix
     fused          a lean inference forward for Llama-family decoders

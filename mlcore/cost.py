@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .config import TrainConfig, select_examples
 from .data import Dataset
-from .train import TrainConfig, select_examples
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,7 @@ def parse_lab(text: str, source: str = "<string>") -> LabSpec:
 
 
 def _check(spec: LabSpec, source: str) -> None:
-    from mlcore.train import ConfigError, TrainConfig
+    from mlcore.config import ConfigError, TrainConfig
 
     def check_config(values: dict, where: str) -> None:
         try:

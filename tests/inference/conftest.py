@@ -61,8 +61,9 @@ def fresh_classifier_cache():
 @pytest.fixture(scope="session")
 def tiny_adapter(tmp_path_factory):
     """A LoRA adapter for the tiny model, trained for a few steps (adapter + labels + config)."""
+    from mlcore.config import TrainConfig
     from mlcore.data import load_bundled
-    from mlcore.train import TrainConfig, train
+    from mlcore.train import train
 
     out = tmp_path_factory.mktemp("tiny-adapter")
     config = TrainConfig(**{**TINY, "max_steps": 4, "device": "cpu"})

@@ -24,7 +24,7 @@ def test_the_catalog_has_the_six_labs_with_sweeps_as_groups():
 
 
 def test_the_default_labs_preset_is_the_trainers_defaults_so_finetune_trains_the_default_lab():
-    from mlcore.train import TrainConfig
+    from mlcore.config import TrainConfig
 
     preset = {spec.slug: spec for spec in load_catalog()}["sentiment-lora"].preset
     assert TrainConfig.from_dict(preset) == TrainConfig()

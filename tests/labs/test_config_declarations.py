@@ -1,4 +1,4 @@
-"""Training settings are declared once (mlcore.train.setting): the launch form, the finetune
+"""Training settings are declared once (mlcore.config.setting): the launch form, the finetune
 command's options, validate() and the results tables are generated from the declarations."""
 
 from dataclasses import fields
@@ -11,7 +11,7 @@ from labs.forms import RunForm
 from labs.management.commands.finetune import Command
 from labs.models import Lab
 from labs.presenters import config_rows
-from mlcore.train import ConfigError, TrainConfig, config_fields
+from mlcore.config import ConfigError, TrainConfig, config_fields
 
 
 def test_every_train_config_field_has_a_declaration():

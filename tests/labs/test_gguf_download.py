@@ -20,8 +20,9 @@ from tests.servers import celery_worker
 @pytest.fixture(scope="module")
 def tiny_adapter(tmp_path_factory):
     """A LoRA adapter of the tiny model, trained for a few steps (adapter + labels + config)."""
+    from mlcore.config import TrainConfig
     from mlcore.data import load_bundled
-    from mlcore.train import TrainConfig, train
+    from mlcore.train import train
 
     out = tmp_path_factory.mktemp("tiny-adapter")
     config = TrainConfig(base_model="tiny-test", epochs=1, batch_size=8, train_limit=16, learning_rate=0.02,

@@ -9,7 +9,7 @@ from django.utils import timezone
 from labs.models import Run
 from labs.services import event_append, run_execute
 from labs.training import ProgressReport
-from mlcore.train import TrainConfig
+from mlcore.config import TrainConfig
 from tests.labs.conftest import make_run
 
 

@@ -52,7 +52,7 @@ def tiny_run(tmp_path_factory, small_dataset):
 
 
 def tiny_config(**overrides):
-    from mlcore.train import TrainConfig
+    from mlcore.config import TrainConfig
 
     settings = dict(base_model="tiny-test", dataset="small", learning_rate=1e-2, batch_size=4, epochs=1, device="cpu")
     settings.update(overrides)

@@ -277,7 +277,7 @@ def default_adapter():
 
 
 def test_the_stored_default_adapter_was_trained_with_todays_default_configuration():
-    from mlcore.train import TrainConfig
+    from mlcore.config import TrainConfig
 
     stored = json.loads((DEFAULT_ADAPTER / "train_config.json").read_text())
     assert stored == TrainConfig().to_dict(), "remake tests/fixtures/default-adapter (its README says how)"

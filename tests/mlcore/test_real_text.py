@@ -147,7 +147,7 @@ def test_scored_with_other_labels_an_adapter_keeps_its_prompt_version(adapter_co
 
 
 def test_an_unknown_prompt_version_is_refused_naming_the_known_ones():
-    from mlcore.train import ConfigError, TrainConfig
+    from mlcore.config import ConfigError, TrainConfig
 
     with pytest.raises(ValueError, match="unknown prompt version 99"):
         labels_system_prompt(LABELS3, 99)

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from mlcore.train import ConfigError, TrainConfig, build_model, train
+from mlcore.config import ConfigError, TrainConfig
+from mlcore.train import build_model, train
 from tests.mlcore.conftest import tiny_config
 
 

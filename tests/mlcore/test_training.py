@@ -5,19 +5,10 @@ import json
 import pytest
 import torch
 
+from mlcore.config import ConfigError, TrainConfig, select_examples
 from mlcore.data import Dataset
 from mlcore.masking import MaskingError, encode
-from mlcore.train import (
-    ConfigError,
-    TrainConfig,
-    build_model,
-    collate,
-    lr_factor,
-    select_examples,
-    shared_prefix,
-    supervised_loss,
-    train,
-)
+from mlcore.train import build_model, collate, lr_factor, shared_prefix, supervised_loss, train
 
 from .conftest import tiny_config
 

@@ -1,6 +1,6 @@
 """python manage.py finetune --out DIR [options]: LoRA fine-tuning from the command line.
 
-One option per TrainConfig setting, generated from its declaration (mlcore.train.setting):
+One option per TrainConfig setting, generated from its declaration (mlcore.config.setting):
 --learning-rate (or --lr), --lora-r (or --r), --no-mask, --targets q_proj,v_proj, ...
 Defaults are TrainConfig's defaults, i.e. the default lab. Only parses arguments and calls mlcore.
 """
@@ -10,7 +10,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from mlcore.train import ConfigField, config_fields
+from mlcore.config import ConfigField, config_fields
 
 
 def comma_list(text: str) -> tuple[str, ...]:
@@ -49,10 +49,11 @@ class Command(BaseCommand):
             add_config_option(parser, f)
 
     def handle(self, *args, **options):
+        from mlcore.config import ConfigError, TrainConfig
         from mlcore.data import DatasetError, load_bundled, parse_upload, split_examples
         from mlcore.masking import MaskingError
         from mlcore.registry import ModelNotAvailable
-        from mlcore.train import ConfigError, TrainConfig, train
+        from mlcore.train import train
 
         overrides = {f.name: options[f.name] for f in config_fields() if options[f.name] is not None}
         try:
