@@ -17,6 +17,9 @@ class Lab(models.Model):
     # Multi-run labs: [{"key", "label", "overrides": {...}, "mode", "shots", "continue_from": key}].
     variants = models.JSONField(default=list, blank=True)
     sweep = models.CharField(max_length=50, blank=True)  # config field a sweep varies (metric-vs-value chart)
+    # GGUF exports each fine-tune of this lab is checked at after training: [{"quant", "rounding"}]
+    # (labs.training; the 4-bit lab). Empty for most labs.
+    quantize = models.JSONField(default=list, blank=True)
     is_active = models.BooleanField(default=True)  # false once its file is gone (its runs stay)
 
     class Meta:

@@ -214,6 +214,7 @@ def results_context(request, run: Run) -> dict:
         ],
         "confusion": confusion_rows(test),
         "probe": probe_panel(metrics),
+        "quantization": quantization_panel(metrics, run.predictions),
         "zero_shot_confusion": confusion_rows(zero),
         **predictions_page(request, predictions),
         "n_shown": len(predictions),
@@ -313,6 +314,42 @@ def gguf_agreement_rows() -> list[dict]:
     """The measured agreement per quant, as the panel shows it ("99.6%", "98.9%")."""
     return [{"quant": quant, "transformers": f"{hf:.1%}", "llama_cpp": f"{cpp:.1%}" if cpp is not None else ""}
             for quant, (hf, cpp) in GGUF_AGREEMENT.items()]
+
+
+CHANGED_SHOWN = 6  # reviews listed per export whose label the rounding changed
+
+
+def rounding_label(rounding: str | None) -> str:
+    """How the changed tensors were rounded, as the 4-bit table says it."""
+    from mlcore.gguf_quant import CALIBRATION_REVIEWS  # imports torch: only for a page that shows the table
+
+    return {None: "none: 16-bit floats", "nearest": "nearest level (llama-quantize's rule)",
+            "gptq": f"GPTQ, calibrated on {CALIBRATION_REVIEWS} training reviews"}.get(rounding, str(rounding))
+
+
+def quantization_panel(metrics: dict, predictions: list[dict]) -> dict | None:
+    """The 4-bit table (labs.training.check_exports): the classifier as trained, then each GGUF
+    export with its file size, how many test labels it kept, its macro-F1, and the reviews whose
+    label it changed. None for a run of a lab that exports nothing."""
+    from mlcore.gguf_export import BITS_PER_WEIGHT, QUANTS
+
+    checked, test = metrics.get("quantization"), metrics.get("test") or {}
+    if not checked:
+        return None
+    reference_f1 = test.get("macro_f1")
+    rows = []
+    for row in checked["rows"]:
+        changed = [predictions[c["i"]] | {"now": c["predicted"], "confidence": c["confidence"]}
+                   for c in row["changed"][:CHANGED_SHOWN] if c["i"] < len(predictions)]
+        rows.append({
+            "quant": row["quant"], "bits": BITS_PER_WEIGHT[QUANTS[row["quant"]][0]], "rounding": row["rounding"],
+            "method": rounding_label(row["rounding"]), "size_mb": row["size"] / 1e6, "agreement": row["agreement"],
+            "n_changed": len(row["changed"]), "macro_f1": row["macro_f1"], "accuracy": row["accuracy"],
+            "f1_change": row["macro_f1"] - reference_f1 if reference_f1 is not None else None,
+            "changed": changed, "more_changed": max(len(row["changed"]) - CHANGED_SHOWN, 0),
+        })
+    return {"rows": rows, "n": checked["n"], "error": checked.get("error", ""), "reference_macro_f1": reference_f1,
+            "reference_accuracy": test.get("accuracy")}
 
 
 # --- several runs ----------------------------------------------------------------------------

@@ -119,12 +119,53 @@ def _fine_tune(run: Run, config, dataset, recorder, *, resume: bool = False) -> 
     metrics = json.loads((out_dir / "metrics.json").read_text())
     with open(out_dir / "test_predictions.jsonl", encoding="utf-8") as f:
         predictions = [json.loads(line) for line in f if line.strip()]
+    if run.lab_id and run.lab.quantize:
+        checked = check_exports(run.lab.quantize, run.config["base_model"], out_dir, dataset.test, predictions, recorder)
+        if checked is None:
+            return Outcome(cancelled=True)
+        metrics["quantization"] = checked
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")  # stored with the adapter
     # Stored before the run is marked succeeded: a host that sees it succeeded finds its adapter.
     storage.artifacts_store(run_id=run.pk, kind=storage.ADAPTER, folder=out_dir, names=storage.ADAPTER_FILES,
                             attempt=run.attempts)
     storage.artifacts_delete(run_id=run.pk, kind=storage.CHECKPOINT)
     shutil.rmtree(out_dir, ignore_errors=True)  # the store holds it now; readers use their cache
     return Outcome(cancelled=False, metrics=metrics, predictions=predictions, summary=_summary(metrics))
+
+
+def check_exports(plan: list[dict], base_model: str, adapter_dir, examples, predictions: list[dict], recorder) -> dict | None:
+    """The lab's GGUF exports of the adapter just trained (`plan`: [{"quant", "rounding"}]), each
+    classified on the test split and compared with the unquantized classifier's own test labels
+    (mlcore.gguf_classify.check_export). None when the run is cancelled (or paused) between two.
+
+    {"rows": [check_export's dict per export], "n": test examples, "error": why there are no rows}"""
+    import tempfile
+    from pathlib import Path
+
+    from mlcore.gguf_classify import check_export
+    from mlcore.gguf_export import ExportError, check_exportable
+    from mlcore.registry import load_tokenizer
+
+    try:
+        check_exportable(base_model)  # the learner may have picked another base model in the form
+    except ExportError as exc:
+        recorder.log(f"No GGUF exports to check: {exc}.")
+        return {"rows": [], "n": len(predictions), "error": str(exc)}
+    reference = [p["predicted"] for p in predictions]
+    tokenizer = load_tokenizer(base_model)  # the file's own takes ~10 s to rebuild, five times
+    rows = []
+    with tempfile.TemporaryDirectory(prefix=".exports-", dir=adapter_dir) as work:
+        for i, item in enumerate(plan, start=1):
+            if recorder.should_stop():
+                return None
+            name = f"{item['quant']}" + (f" with {item['rounding']} rounding" if item.get("rounding") else "")
+            recorder.log(f"GGUF export {i} of {len(plan)}: {name}, then the {len(reference)} test reviews through it.")
+            row = check_export(adapter_dir, examples, reference, quant=item["quant"], rounding=item.get("rounding"),
+                               work_dir=Path(work), tokenizer=tokenizer)
+            rows.append(row)
+            recorder.log(f"{name}: {row['size'] / 1e6:.1f} MB, {row['agreement']:.1%} of the labels unchanged "
+                         f"({len(row['changed'])} changed), macro-F1 {row['macro_f1']:.3f} ({row['seconds']:.0f} s).")
+    return {"rows": rows, "n": len(reference)}
 
 
 class ProgressReport:

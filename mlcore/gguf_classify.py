@@ -24,6 +24,45 @@ from .gguf_export import LABELS_KEY, MAX_TEXT_TOKENS_KEY, PROMPT_KEY, PROMPT_VER
 from .prompt import DEFAULT_MAX_TEXT_TOKENS, UNVERSIONED, PromptFormat, normalize_text, split_prompt, truncate_text
 
 
+def check_export(adapter_dir, examples, reference: list[str], *, quant: str, rounding: str | None, work_dir,
+                 tokenizer=None, batch_size: int = 32) -> dict:
+    """What one export costs a classifier: export `adapter_dir` at `quant` with `rounding`
+    (None for f16, which rounds nothing that matters), classify `examples` through the file with
+    transformers' GGUF loader, and compare with `reference`, the unquantized classifier's labels
+    on the same examples. The file is deleted afterwards; the figures stay:
+
+    {"quant", "rounding", "size": bytes of the file, "agreement": share of labels equal to the
+    reference's, "accuracy", "macro_f1" (against the gold labels), "changed": [{"i": index,
+    "predicted", "confidence"}] where the label differs, "seconds": export + scoring}.
+
+    transformers' loader dequantizes the file's blocks exactly, so a disagreement is the
+    rounding's doing; llama.cpp adds its own (8-bit activations: bench/README.md).
+    """
+    import time
+
+    from .gguf_export import DEFAULT_ROUNDING, export_merged
+    from .metrics import agreement, compute_metrics
+
+    started = time.perf_counter()
+    examples = list(examples)
+    path = Path(work_dir) / f"check-{quant}-{rounding or 'none'}.gguf"
+    try:
+        result = export_merged(adapter_dir, path, quant=quant, rounding=rounding or DEFAULT_ROUNDING)
+        classifier = load_gguf_classifier(result.path, backend="transformers", tokenizer=tokenizer)
+        predictions = classifier.predict([e.text for e in examples], batch_size=batch_size)
+    finally:
+        path.unlink(missing_ok=True)
+    labels = [p.label for p in predictions]
+    metrics = compute_metrics([e.label for e in examples], labels, classifier.labels)
+    return {
+        "quant": quant, "rounding": rounding, "size": result.size,
+        "agreement": agreement(labels, reference), "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+        "changed": [{"i": i, "predicted": p.label, "confidence": p.probs[p.label]}
+                    for i, (p, ref) in enumerate(zip(predictions, reference, strict=True)) if p.label != ref],
+        "seconds": time.perf_counter() - started,
+    }
+
+
 def llama_cpp_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 

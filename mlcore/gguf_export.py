@@ -2,8 +2,9 @@
 
 Two files can be written, both in llama.cpp's own conventions:
 - the merged model (base + LoRA folded in: W + B·A·alpha/r), at f16, q8_0 or q4_0, in the
-  block formats llama.cpp reads (the LoRA-changed tensors of a packaged base rounded by GPTQ,
-  mlcore/gguf_quant.py; other quantized tensors by the `gguf` package's reference quantizers);
+  block formats llama.cpp reads (the LoRA-changed tensors rounded by GPTQ, mlcore/gguf_quant.py,
+  or, with rounding="nearest", to the nearest level as llama-quantize does; other quantized
+  tensors by the `gguf` package's reference quantizers);
 - the adapter alone, for `llama-cli --lora` on top of a GGUF of the same base model.
 
 Where the pieces come from:
@@ -20,6 +21,8 @@ Where the pieces come from:
   step, so nearest rounding would lose much of it at q4_0: those tensors are rounded by GPTQ
   (mlcore/gguf_quant.py) against their inputs on training reviews, into the same Q8_0/Q4_0
   blocks. (Writing them at Q8_0 in a q4_0 file would make it the q8_0 file byte for byte.)
+  A base that is not a packaged GGUF (the tiny test model) has every 2-D tensor rounded from
+  float; the ones LoRA changed are rounded by GPTQ there too.
 - Tensor names: gguf's own TensorNameMap (transformers name -> blk.N.attn_q ...). llama.cpp's
   convert script permutes the rows of q and k (it applies RoPE to interleaved pairs where
   transformers rotates halves); we do the same, and transformers' GGUF loader undoes it.
@@ -51,6 +54,11 @@ from .prompt import PromptFormat
 QUANTS = {"f16": ("F16", "MOSTLY_F16"), "q8_0": ("Q8_0", "MOSTLY_Q8_0"), "q4_0": ("Q4_0", "MOSTLY_Q4_0")}
 K_QUANTS = {"q4_k_m": "Q4_K_M"}  # made by llama-quantize from our f16 export
 DEFAULT_QUANT = "q8_0"
+# How the tensors LoRA changed are rounded at q8_0/q4_0: GPTQ against their inputs on training
+# reviews (mlcore/gguf_quant.py), or each weight to its nearest level (llama-quantize's rule),
+# kept for comparison (the 4-bit lab measures what the calibration buys).
+ROUNDINGS = ("gptq", "nearest")
+DEFAULT_ROUNDING = "gptq"
 LLAMA_QUANTIZE = "llama-quantize"
 # Nominal bits per weight of each tensor type: what a file's size is predicted from.
 BITS_PER_WEIGHT = {"F32": 32.0, "F16": 16.0, "Q8_0": 8.5, "Q4_0": 4.5, "Q4_1": 5.0}
@@ -232,10 +240,20 @@ def calibration_hessians(model, tokenizer, labels, weight_names: set[str], promp
     return {name + ".weight": h for name, h in input_hessians(model, tokenizer, prompts, modules).items()}
 
 
+def check_rounding(rounding: str) -> str:
+    if rounding not in ROUNDINGS:
+        raise ExportError(f"unknown rounding {rounding!r}; choose one of: {', '.join(ROUNDINGS)}")
+    return rounding
+
+
 def export_merged(adapter_dir, out, *, quant: str = DEFAULT_QUANT, base_name: str | None = None,
-                  progress: Progress = _silent) -> ExportResult:
-    """Write base + adapter as one GGUF file at `out` (a K-quant goes through llama-quantize)."""
+                  rounding: str = DEFAULT_ROUNDING, progress: Progress = _silent) -> ExportResult:
+    """Write base + adapter as one GGUF file at `out` (a K-quant goes through llama-quantize).
+
+    rounding: how the tensors LoRA changed are rounded at q8_0/q4_0 (ROUNDINGS); f16 rounds
+    nothing that matters, and a K-quant is llama-quantize's own."""
     check_quant(quant)
+    check_rounding(rounding)
     check_adapter_dir(adapter_dir)
     if quant in K_QUANTS:
         return _export_k_quant(adapter_dir, Path(out), quant=quant, base_name=base_name, progress=progress)
@@ -250,7 +268,7 @@ def export_merged(adapter_dir, out, *, quant: str = DEFAULT_QUANT, base_name: st
     adapted = adapted_weights(adapter_dir)
     kept = {} if quant == "f16" else _packaged_tensors(base_name, adapted)
     hessians = {}
-    if kept:  # the tensors LoRA changed are rounded again: calibrate that rounding
+    if quant != "f16" and adapted and rounding == "gptq":  # calibrate the rounding of what LoRA changed
         progress(0.04, "measuring the changed layers' inputs on training reviews")
         hessians = calibration_hessians(model, tokenizer, labels, adapted, prompt)
     arrays: dict[str, tuple[np.ndarray, str]] = {}

@@ -60,3 +60,49 @@ def polar_metrics(y_true: list[str], y_pred: list[str], probs: list[dict[str, fl
         "polar_accuracy": leans_right / len(polar),
         "polar_called_neutral": sum(p == "neutral" for _, p, _ in polar) / len(polar),
     }
+
+
+def agreement(labels: list[str], reference: list[str]) -> float:
+    """The share of examples where two classifiers give the same label (e.g. an exported file
+    against the model it was exported from): what rounding changed, whatever the gold label."""
+    if not reference or len(labels) != len(reference):
+        raise ValueError(f"agreement needs two equally long, non-empty label lists ({len(labels)} vs {len(reference)})")
+    return sum(a == b for a, b in zip(labels, reference, strict=True)) / len(reference)
+
+
+CALIBRATION_BINS = 10
+
+
+def calibration(y_true: list[str], probs: list[dict[str, float]], bins: int = CALIBRATION_BINS) -> dict:
+    """How far the classifier's confidence (its top label's probability) is from how often it is right.
+
+    Expected calibration error (Guo et al., 2017): the examples go into `bins` equal-width bins
+    by confidence; ECE is the mean over examples of |accuracy - mean confidence| of their bin. 0 is
+    perfectly calibrated. `gap` = mean confidence - accuracy: above 0 the model is over-confident,
+    below 0 under-confident (what training on flipped labels tends to do: cross-entropy on noisy
+    targets pulls the top probability towards the share of labels that were left alone).
+    `reliability`: the non-empty bins (the reliability diagram as rows).
+    """
+    if not probs or len(probs) != len(y_true):
+        raise ValueError("calibration needs one probability row per example")
+    confidence = [max(row.values()) for row in probs]
+    correct = [max(row, key=row.get) == label for row, label in zip(probs, y_true, strict=True)]
+    rows = []
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        members = [i for i, c in enumerate(confidence) if lo < c <= hi or (b == 0 and c == 0)]
+        if members:
+            rows.append({"low": lo, "high": hi, "n": len(members),
+                         "confidence": sum(confidence[i] for i in members) / len(members),
+                         "accuracy": sum(correct[i] for i in members) / len(members)})
+    n = len(confidence)
+    mean_confidence, accuracy = sum(confidence) / n, sum(correct) / n
+    return {
+        "ece": sum(r["n"] / n * abs(r["accuracy"] - r["confidence"]) for r in rows),
+        "mean_confidence": mean_confidence,
+        "accuracy": accuracy,
+        "gap": mean_confidence - accuracy,
+        "bins": bins,
+        "reliability": rows,
+        "n": n,
+    }

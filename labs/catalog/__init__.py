@@ -13,6 +13,8 @@
       - {key: r4, label: "r = 4", overrides: {lora_r: 4, lora_alpha: 8}}
       - {key: fewshot, label: "...", mode: fewshot, shots: 12}
       - {key: continued, label: "...", continue_from: r4}   # trains on top of that run's adapter
+    quantize:                              # after training: export these GGUFs and score each (optional)
+      - {quant: q4_0, rounding: gptq}      # mlcore.gguf_export's QUANTS and ROUNDINGS; f16 takes no rounding
     ---
     Markdown instructions...
 
@@ -33,6 +35,7 @@ CATALOG_DIR = Path(__file__).resolve().parent
 # URL segments under /labs/ that are pages, not labs.
 RESERVED_SLUGS = {"runs", "groups", "compare", "launch"}
 VARIANT_KEYS = {"key", "label", "overrides", "mode", "shots", "continue_from"}
+QUANTIZE_KEYS = {"quant", "rounding"}
 MODES = ("finetune", "fewshot")
 
 
@@ -52,6 +55,7 @@ class LabSpec:
     preset: dict = field(default_factory=dict)
     variants: list[dict] = field(default_factory=list)
     sweep: str = ""
+    quantize: list[dict] = field(default_factory=list)  # [{"quant", "rounding"}]: labs.training checks each export
 
     @property
     def body_html(self) -> str:
@@ -67,7 +71,8 @@ def parse_lab(text: str, source: str = "<string>") -> LabSpec:
     missing = [key for key in ("slug", "title", "goal", "preset") if not meta.get(key)]
     if missing:
         raise CatalogError(f"{source}: missing {', '.join(missing)}")
-    unknown = sorted(set(meta) - {"slug", "title", "order", "summary", "goal", "questions", "preset", "runs", "sweep"})
+    unknown = sorted(set(meta) - {"slug", "title", "order", "summary", "goal", "questions", "preset", "runs", "sweep",
+                                  "quantize"})
     if unknown:
         raise CatalogError(f"{source}: unknown key(s) {', '.join(unknown)}")
     slug = str(meta["slug"])
@@ -84,6 +89,7 @@ def parse_lab(text: str, source: str = "<string>") -> LabSpec:
         preset=dict(meta["preset"]),
         variants=[dict(v) for v in meta.get("runs") or []],
         sweep=str(meta.get("sweep") or ""),
+        quantize=[dict(item) if isinstance(item, dict) else {"quant": item} for item in meta.get("quantize") or []],
     )
     _check(spec, source)
     return spec
@@ -118,6 +124,32 @@ def _check(spec: LabSpec, source: str) -> None:
         raise CatalogError(f"{source}: run keys must be unique")
     if spec.sweep and not all(spec.sweep in (v.get("overrides") or {}) for v in spec.variants):
         raise CatalogError(f"{source}: sweep {spec.sweep!r} must be set by every run's overrides")
+    _check_quantize(spec, source)
+
+
+def _check_quantize(spec: LabSpec, source: str) -> None:
+    """Each export is one the exporter makes, once, and the preset's base model exports at all."""
+    from mlcore.gguf_export import QUANTS, ROUNDINGS, ExportError, check_exportable
+    from mlcore.registry import DEFAULT_BASE_MODEL
+
+    seen = set()
+    for i, item in enumerate(spec.quantize, start=1):
+        where = f"quantize {i}"
+        quant, rounding = item.get("quant"), item.get("rounding")
+        if set(item) - QUANTIZE_KEYS or quant not in QUANTS:
+            raise CatalogError(f"{source}: {where} needs a quant, one of {', '.join(QUANTS)}, and at most a rounding")
+        if quant == "f16" and rounding is not None:
+            raise CatalogError(f"{source}: {where}: f16 rounds nothing to compare; leave its rounding out")
+        if quant != "f16" and rounding not in ROUNDINGS:
+            raise CatalogError(f"{source}: {where}: rounding must be one of {', '.join(ROUNDINGS)}")
+        if (quant, rounding) in seen:
+            raise CatalogError(f"{source}: {where} repeats {quant} {rounding or ''}".rstrip())
+        seen.add((quant, rounding))
+    if spec.quantize:
+        try:
+            check_exportable(spec.preset.get("base_model", DEFAULT_BASE_MODEL))
+        except ExportError as exc:
+            raise CatalogError(f"{source}: quantize: {exc}") from None
 
 
 def load_catalog(directory: Path = CATALOG_DIR) -> list[LabSpec]:

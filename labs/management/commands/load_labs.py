@@ -22,7 +22,7 @@ class Command(BaseCommand):
                     defaults=dict(
                         title=spec.title, order=spec.order, summary=spec.summary, goal=spec.goal,
                         body_html=spec.body_html, questions=spec.questions, preset=spec.preset,
-                        variants=spec.variants, sweep=spec.sweep, is_active=True,
+                        variants=spec.variants, sweep=spec.sweep, quantize=spec.quantize, is_active=True,
                     ),
                 )
             # Runs keep pointing at a retired lab, so it is hidden rather than deleted.
