@@ -8,10 +8,7 @@ import statistics
 import tempfile
 import zipfile
 
-from django.apps import apps
 from django.conf import settings
-from django.db import DatabaseError
-from django.db.models import Q
 from django.template.loader import select_template
 
 from labs import storage
@@ -215,6 +212,7 @@ def results_context(request, run: Run) -> dict:
         "confusion": confusion_rows(test),
         "probe": probe_panel(metrics),
         "quantization": quantization_panel(metrics, run.predictions),
+        "calibration": calibration_panel(metrics),
         "zero_shot_confusion": confusion_rows(zero),
         **predictions_page(request, predictions),
         "n_shown": len(predictions),
@@ -316,6 +314,18 @@ def gguf_agreement_rows() -> list[dict]:
             for quant, (hf, cpp) in GGUF_AGREEMENT.items()]
 
 
+def calibration_panel(metrics: dict) -> dict | None:
+    """How far the run's confidence is from its accuracy on the test split (mlcore.metrics.calibration),
+    and how many training labels label_noise flipped. None for runs recorded before either existed."""
+    found, noise = metrics.get("test_calibration"), ((metrics.get("train") or {}).get("label_noise") or {})
+    if not found:
+        return None
+    gap = found["gap"]
+    leaning = "over-confident" if gap > 0.02 else "under-confident" if gap < -0.02 else "about as confident as it is right"
+    return {**found, "leaning": leaning, "noise": noise if noise.get("flipped") else None,
+            "train_examples": (metrics.get("train") or {}).get("train_examples")}
+
+
 CHANGED_SHOWN = 6  # reviews listed per export whose label the rounding changed
 
 
@@ -384,6 +394,8 @@ def _metric_row(run: Run) -> dict:
         "run": run, "name": _run_name(run), "accuracy": test.get("accuracy"), "macro_f1": test.get("macro_f1"),
         "zero_shot_accuracy": zero.get("accuracy"), "zero_shot_macro_f1": zero.get("macro_f1"),
         "steps": train.get("steps"), "train_examples": train.get("train_examples"), "elapsed_s": train.get("elapsed_s"),
+        "ece": ((run.metrics or {}).get("test_calibration") or {}).get("ece"),
+        "flipped": (train.get("label_noise") or {}).get("flipped"),
     }
 
 
@@ -402,5 +414,7 @@ def sweep_points(runs: list[Run], sweep: str) -> list[dict]:
             value = ((run.metrics or {}).get("train") or {}).get("train_examples")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             continue
-        points.append({"x": value, "accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "name": _run_name(run)})
+        found = (run.metrics or {}).get("test_calibration") or {}
+        points.append({"x": value, "accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "name": _run_name(run),
+                       "ece": found.get("ece"), "mean_confidence": found.get("mean_confidence")})
     return sorted(points, key=lambda p: p["x"])

@@ -26,6 +26,9 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 # Fields that may change between a checkpoint and its resumption (they do not change the maths
 # of the steps already taken).
 RESUMABLE_CHANGES = {"eval_every", "checkpoint_every", "zero_shot", "device"}
+# Fields added after adapters were saved, each with the value that trains exactly as before it
+# existed: a train_config.json without the field was trained with that value.
+NEUTRAL_DEFAULTS = {"label_noise": 0.0}
 
 
 class ConfigError(ValueError):
@@ -212,6 +215,11 @@ class TrainConfig:
     train_limit: int | None = setting(None, label="Training examples", low=1, high=10_000_000, none_means="all",
                                       cli=("--max-examples",),
                                       help="Train on only N examples (label proportions kept); empty = all of them.")
+    # The label-noise lab's knob. 0.5 at most: with 3 labels the true one stays the most common
+    # answer for a text only below a 2/3 flip rate, and past 0.5 a run teaches mostly wrong labels.
+    label_noise: float = setting(0.0, label="Label noise", low=0, high=0.5,
+                                 help="Share of the training labels replaced by another label, chosen from the seed "
+                                 "(validation and test labels are left alone).")
     seed: int = setting(0, label="Seed", low=0, high=2**32 - 1,
                         help="Seeds LoRA init, batch order and dropout: same seed, same result.")
     # --- evaluation and bookkeeping ------------------------------------------------------------
@@ -284,3 +292,25 @@ def select_examples(examples: list[Example], limit: int | None, seed: int) -> li
         keyed += [((i + 0.5) / len(group), LABEL_ORDER.index(label), e) for i, e in enumerate(group)]
     keyed.sort(key=lambda k: k[:2])
     return [e for *_, e in keyed[:limit]]
+
+
+def flip_labels(examples: list[Example], labels: list[str], fraction: float, seed: int) -> tuple[list[Example], list[int]]:
+    """(the examples with round(fraction * n) labels flipped, the indices flipped, in order).
+
+    Symmetric noise: which examples, and which of the other labels each gets, are drawn from
+    `seed` alone (its own stream, so the batch order and LoRA init do not move with it), so a run
+    is reproducible and runs at 10% and 25% flip nested sets of examples. A flipped label is
+    never the true one.
+    """
+    count = round(fraction * len(examples))
+    if not count:
+        return list(examples), []
+    rng = random.Random(f"label-noise-{seed}")
+    order = list(range(len(examples)))
+    rng.shuffle(order)  # the first `count` of one seeded order: a higher fraction flips a superset
+    chosen = sorted(order[:count])
+    noisy = list(examples)
+    for i in chosen:
+        others = [label for label in labels if label != examples[i].label]
+        noisy[i] = Example(examples[i].text, random.Random(f"label-noise-{seed}-{i}").choice(others))
+    return noisy, chosen

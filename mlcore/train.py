@@ -38,11 +38,11 @@ from safetensors.torch import load_file
 from transformers import DynamicCache
 
 from .classify import _PROBE_TEXT, Classifier
-from .config import RESUMABLE_CHANGES, ConfigError, TrainConfig, check_labels, select_examples
+from .config import NEUTRAL_DEFAULTS, RESUMABLE_CHANGES, ConfigError, TrainConfig, check_labels, flip_labels, select_examples
 from .data import Dataset, Example, load_probe
 from .evaluate import evaluate
 from .masking import IGNORE_INDEX, EncodedExample, MaskingError, encode, prompt_and_answer_ids
-from .metrics import compute_metrics, polar_metrics
+from .metrics import calibration, compute_metrics, polar_metrics
 from .prompt import DEFAULT_MAX_TEXT_TOKENS, PromptFormat, split_prompt
 from .registry import load_base
 from .upper import SplitDecoder, first_trainable_block, supports
@@ -338,7 +338,8 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, config: TrainConfig
     """Restore a checkpoint written by save_checkpoint(); returns the step to continue from."""
     state = torch.load(path / "trainer_state.pt", weights_only=False)
     saved, current = state["config"], config.to_dict()
-    changed = sorted(k for k in current if saved.get(k) != current[k] and k not in RESUMABLE_CHANGES)
+    # A checkpoint written before a field existed was trained with that field's neutral value.
+    changed = sorted(k for k in current if saved.get(k, NEUTRAL_DEFAULTS.get(k)) != current[k] and k not in RESUMABLE_CHANGES)
     if changed:
         raise ConfigError({k: f"differs from the checkpoint ({saved.get(k)!r})" for k in changed})
     set_peft_model_state_dict(model, load_file(path / "adapter_model.safetensors"))
@@ -400,6 +401,7 @@ class Prepared:
     scheduler: object
     steps_per_epoch: int
     total_steps: int
+    flipped: list[int] = field(default_factory=list)  # training examples whose label label_noise replaced
 
 
 def prepare(config: TrainConfig, dataset: Dataset) -> Prepared:
@@ -412,6 +414,9 @@ def prepare(config: TrainConfig, dataset: Dataset) -> Prepared:
     if not supports(causal_lm):
         raise ConfigError({"base_model": "training supports Llama- and Qwen2-family models only"})
     examples = select_examples(dataset.train, config.train_limit, config.seed)
+    # Label noise touches the training examples only: validation (which keep_best reads) and
+    # test stay clean, so they measure what the noisy labels did to the model.
+    examples, flipped = flip_labels(examples, labels, config.label_noise, config.seed)
     train_set = encode_all(tokenizer, examples, labels, config, "train")
     if not train_set:
         raise ConfigError({"dataset": "has no training examples"})
@@ -436,6 +441,7 @@ def prepare(config: TrainConfig, dataset: Dataset) -> Prepared:
         config, labels, model, tokenizer, decoder, causal_lm.get_output_embeddings(), single_token_label_ids(tokenizer, labels),
         Split(examples, train_set, len(prefix)), Split(dataset.validation, val_set, len(prefix)),
         Split(dataset.test, test_set, len(prefix)), params, optimizer, scheduler, steps_per_epoch, total_steps,
+        flipped=flipped,
     )
 
 
@@ -622,10 +628,11 @@ def finish(run: Prepared, out_dir: Path, best: Best, validation, started, step, 
         out_dir=out_dir, cancelled=cancelled, steps=step, total_steps=run.total_steps, elapsed_s=0.0, train_s=train_s,
         samples_per_s=samples / train_s if train_s else 0.0, validation=validation,
     )
-    test_polar = None
+    test_polar = test_calibration = None
     if not cancelled:
         test, result.zero_shot = save_and_score(run, out_dir, best, config.zero_shot, emit)
         test_polar = test["polar"]
+        test_calibration = calibration([r["label"] for r in test["predictions"]], [r["probs"] for r in test["predictions"]])
         result.metrics = test["metrics"]
         result.probe = score_probe(run)
         result.best_validation = best.record
@@ -634,6 +641,7 @@ def finish(run: Prepared, out_dir: Path, best: Best, validation, started, step, 
     summary = {
         "test": result.metrics,
         "test_polar": test_polar,
+        "test_calibration": test_calibration,
         "probe": result.probe,
         "zero_shot": result.zero_shot,
         "validation": validation,
@@ -641,6 +649,8 @@ def finish(run: Prepared, out_dir: Path, best: Best, validation, started, step, 
         "train": {
             "steps": step, "total_steps": run.total_steps, "train_examples": len(run.train), "train_s": train_s,
             "samples_per_s": result.samples_per_s, "elapsed_s": result.elapsed_s, "cancelled": cancelled,
+            # Which training examples (indices into the ones trained on) label_noise flipped.
+            "label_noise": {"fraction": config.label_noise, "flipped": len(run.flipped), "rows": run.flipped},
         },
     }
     if not cancelled:

@@ -65,18 +65,25 @@
     }, data, el), el);
   }
 
-  // A sweep: accuracy and macro-F1 against the swept value.
+  // A sweep: accuracy and macro-F1 against the swept value, and calibration (ECE, mean
+  // confidence) where the runs recorded it.
   function sweep(el, points, xLabel) {
     el.replaceChildren();
+    const series = [
+      { label: xLabel },
+      { label: "accuracy", stroke: COLORS[0], points: { show: true, size: 8 } },
+      { label: "macro-F1", stroke: COLORS[2], points: { show: true, size: 8 } },
+    ];
+    const data = [points.map((p) => p.x), points.map((p) => p.accuracy), points.map((p) => p.macro_f1)];
+    if (points.some((p) => p.ece != null)) {
+      series.push({ label: "ECE", stroke: COLORS[1], dash: [6, 4], points: { show: true, size: 8 } });
+      series.push({ label: "mean confidence", stroke: COLORS[4], dash: [2, 3], points: { show: true, size: 8 } });
+      data.push(points.map((p) => p.ece), points.map((p) => p.mean_confidence));
+    }
     fit(new uPlot({
       width: width(el), height: 240, scales: { x: { time: false }, y: { range: [0, 1] } },
-      series: [
-        { label: xLabel },
-        { label: "accuracy", stroke: COLORS[0], points: { show: true, size: 8 } },
-        { label: "macro-F1", stroke: COLORS[2], points: { show: true, size: 8 } },
-      ],
-      axes: [{ label: xLabel }, { label: "test metric" }],
-    }, [points.map((p) => p.x), points.map((p) => p.accuracy), points.map((p) => p.macro_f1)], el), el);
+      series, axes: [{ label: xLabel }, { label: "test metric" }],
+    }, data, el), el);
   }
 
   function drawAll(root) {
