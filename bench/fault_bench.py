@@ -20,6 +20,10 @@ Sections (each prints one table row; --json writes them all):
 - multi_host: a web host with no gpu worker and two worker "hosts" (own var dirs, only the database
   and Redis shared): runs start on B, B is killed past a checkpoint and its disk deleted, C resumes
   from the stored checkpoint; the web host serves the run and builds its GGUF (a stack of its own).
+- abuse: a scripted learner tries each path issue 21 found unmetered (prompt tokens, GGUF exports,
+  upload churn, the serving cache, heavy JSON columns, the GPU quota, sign-up, websockets, hostile
+  input) against small limits (a stack of its own): per path what was refused, bytes stored and
+  worker seconds; "unmetered paths" and "5xx" (floors 0 and 0).
 
 A viewer behaves like the run page's script: it reconnects with ?after=<last seq> when its socket
 drops, so missing/duplicate counts are what a learner would have seen.
@@ -39,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,14 +64,18 @@ BURST_NO_THINK = 0.25
 BURST_PROCESSES = (1, 2)
 POOL_LEARNERS = 10  # simulated browsers sharing one connection pool (quiz_traffic)
 SECTIONS = ("redis_kill", "worker_kill", "web_restart", "stream_viewers", "quiz_load", "quiz_burst", "fuzz", "fairness",
-            "multi_host")
+            "multi_host", "abuse")
 SINGLE_STACK = ("redis_kill", "worker_kill", "web_restart", "stream_viewers", "quiz_load", "quiz_burst")
 # --smoke: one stack with two web processes, a tiny run followed by a few viewers, a short quiz
 # load and a short burst (~40 s); it proves the launch form, the stack, the sockets and several
 # web processes still work, not any figure.
 SMOKE_PROCESSES = 2
 SMOKE = {"stream_viewers": dict(n=3, epochs=2), "quiz_load": dict(users=4, seconds=3, think_s=(0.05, 0.2)),
-         "quiz_burst": dict(levels=(4,), seconds=2, processes=(SMOKE_PROCESSES,), think_s=(0.05, 0.2))}
+         "quiz_burst": dict(levels=(4,), seconds=2, processes=(SMOKE_PROCESSES,), think_s=(0.05, 0.2)),
+         "abuse": dict(runs=2)}
+# Sections on a stack of their own: its gpu workers and environment. multi_host: a web host with
+# no gpu worker (the workers are other "hosts"), one gpu slot; abuse: small limits (configure_abuse).
+OWN_STACKS = {"multi_host": dict(gpu_workers=0, env={"TUNELAB_GPU_SLOTS": "1"}), "abuse": dict(gpu_workers=1, env={})}
 
 
 def free_port() -> int:
@@ -141,7 +150,10 @@ class Stack:
         wait_until(lambda: {"web", "default", "beat", "redis"} | gpus <= set(self.pids()), 60, "runstack.json")
         import httpx
 
-        wait_until(lambda: _get_ok(httpx, f"http://{self.address}/healthz"), 120, "the web server")
+        try:
+            wait_until(lambda: _get_ok(httpx, f"http://{self.address}/healthz"), 120, "the web server")
+        except TimeoutError as exc:  # the stack's folder goes with it: say what its log said
+            raise TimeoutError(f"{exc}; runstack.log ends: {(self.tmp / 'runstack.log').read_text()[-1500:]}") from None
 
     def pids(self) -> dict:
         try:
@@ -192,9 +204,10 @@ def learner(name: str, stack: Stack) -> dict:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
-    user, _ = get_user_model().objects.get_or_create(username=name)
-    user.set_unusable_password()  # (hashing 50 passwords would cost the bench ~20 s of CPU)
-    user.save()
+    user, created = get_user_model().objects.get_or_create(username=name)
+    if created:  # (a new password would end the user's other sessions)
+        user.set_unusable_password()  # (hashing 50 passwords would cost the bench ~20 s of CPU)
+        user.save()
     client = Client()
     client.force_login(user)
     return {"user": user, "cookie": client.cookies["sessionid"].value}
@@ -650,6 +663,462 @@ def section_multi_host(stack: Stack, runs: int = 2, quant: str = "q8_0") -> dict
                 host.stop()
 
 
+# --- abuse: the paths issue 21 found unmetered, tried by a scripted learner ------------------
+
+# Each limit is set small (configure_abuse), so that a learner who keeps trying reaches it within
+# seconds; the section then reports, per path, what the server answered, what it stored and how
+# much worker time it spent. A path is "unmetered" when the learner got past where its limit
+# should have stopped them. 5xx: server errors; a 503 with Retry-After (model loads busy) is a
+# refusal, not an error.
+ABUSE_RUNS = 3  # tiny runs the learner's GPU quota admits (the next launch is refused)
+ABUSE_PASSWORD = "a-long-Passphrase-42"
+ABUSE_LABELS = ("positive", "negative", "neutral")
+ABUSE_FEWSHOT_ROWS = 200  # long reviews: 12 of them in every few-shot prompt
+ABUSE_CHURN_ROWS = 150  # rows of each distinct upload of the launch-then-cancel churn
+ABUSE_ENV = {
+    "TUNELAB_EXPORTS_PER_DAY": "2", "TUNELAB_EXPORT_DISK_BYTES": "1000000", "TUNELAB_EXPORT_RETRY_AFTER": "600",
+    "TUNELAB_MODEL_LOADS_AT_ONCE": "1", "TUNELAB_MODEL_LOAD_WAIT": "0.2", "TUNELAB_MODEL_LOAD_TEXTS": "50",
+    "TUNELAB_CLASSIFIER_CACHE_SIZE": "2", "TUNELAB_INFERENCE_BACKEND": "torch", "TUNELAB_API_MAX_TEXTS": "8",
+    "TUNELAB_PLAYGROUND_MAX_TEXTS": "8",
+    "TUNELAB_SIGNUPS_PER_ADDRESS": "3", "TUNELAB_WS_PER_USER": "3", "TUNELAB_WS_SYNC_INTERVAL": "2",
+    "TUNELAB_BASELINE_API_TOKENS_PER_DAY": "2000", "TUNELAB_LLM_API_KEY": "sk-fake", "TUNELAB_LLM_MODEL": "fake-model",
+    "TUNELAB_RUN_LOAD_S": "0",
+}
+
+
+def _long_rows(n: int, tag: str = "") -> list[dict]:
+    text = "it was quite something to behold, " * 60  # ~480 tokens: past the 256 a review or an example is cut to
+    return [{"text": f"{tag}review {i} {text}", "label": ABUSE_LABELS[i % 3]} for i in range(n)]
+
+
+def _jsonl(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+
+def configure_abuse(stack: Stack, runs: int = ABUSE_RUNS) -> None:
+    """Limits reached within seconds, priced from the tiny run's own estimate: each tiny launch is
+    estimated at 100 s, the GPU quota holds `runs` of them, the per-run token budget admits every
+    run of the bench but not 12 long examples in every few-shot prompt, the upload budget two of
+    the churn's distinct uploads and a bit."""
+    from labs.models import DatasetUpload, Run
+    from labs.scheduling import run_cost
+    from labs.services import build_config, upload_fingerprint
+    from tests.fakes.openai_server import FakeOpenAI
+
+    base = build_config(dict(TINY))
+    tiny = run_cost(base, None).tokens
+    long_upload = DatasetUpload(examples=_long_rows(ABUSE_FEWSHOT_ROWS), labels=list(ABUSE_LABELS))
+    fewshot = run_cost({**base, "train_limit": 12}, long_upload, mode=Run.Mode.FEWSHOT, shots=12).tokens
+    trained = max(tiny, *(run_cost({**base, **o}, long_upload).tokens for o in ({"train_limit": 12}, {"train_limit": 240})))
+    if trained >= fewshot:
+        raise RuntimeError(f"the few-shot prompts ({fewshot} tokens) must cost more than a trained run ({trained})")
+    churn = upload_fingerprint(_long_rows(ABUSE_CHURN_ROWS, tag="churn 0 "))[1]
+    stack.fake = FakeOpenAI().start()  # the paid API's stand-in: it counts the calls that reached it
+    stack.env.update(ABUSE_ENV, **{
+        "TUNELAB_RUN_TOKENS_PER_S": str(tiny / 100), "TUNELAB_GPU_SECONDS_PER_DAY": str(100 * runs + 50),
+        "TUNELAB_RUN_MAX_TOKENS": str((trained + fewshot) // 2), "TUNELAB_UPLOAD_BYTES_PER_USER": str(int(churn * 2.5)),
+        "TUNELAB_TEXTS_PER_MINUTE": str(50 * (runs - 1) + 10), "TUNELAB_LLM_BASE_URL": stack.fake.base_url,
+    })
+
+
+class AbuseLog:
+    """Every answer the learner got, by path: status counts, and the server errors among them."""
+
+    def __init__(self):
+        self.rows: dict[str, dict] = {}
+        self.server_errors: list[str] = []
+
+    def row(self, path: str) -> dict:
+        return self.rows.setdefault(path, {"tries": 0, "statuses": {}, "bytes_stored": 0, "worker_s": 0.0,
+                                           "metered": False, "how": ""})
+
+    def saw(self, path: str, status, *, retry_after: bool = False, what: str = "") -> None:
+        row = self.row(path)
+        row["tries"] += 1
+        row["statuses"][str(status)] = row["statuses"].get(str(status), 0) + 1
+        if isinstance(status, int) and status >= 500 and not (status == 503 and retry_after):
+            self.server_errors.append(f"{path}: {status} {what}"[:200])
+
+    def http(self, path: str, response, what: str = ""):
+        self.saw(path, response.status_code, retry_after="retry-after" in response.headers, what=what)
+        return response
+
+
+def _csrf(http) -> dict:
+    return {"csrfmiddlewaretoken": http.cookies.get("csrftoken", "")}
+
+
+def _post_launch(http, lab: str, *, upload: tuple[str, bytes] | None = None, **overrides):
+    http.get(f"/labs/{lab}/launch/")  # (sets the CSRF cookie)
+    files = {"upload": upload} if upload else None
+    return http.post(f"/labs/{lab}/launch/", data={**launch_form(**overrides), **_csrf(http)}, files=files)
+
+
+def _run_seconds(runs) -> float:
+    """Worker seconds the runs took (started to finished, or to now while running)."""
+    from django.utils import timezone
+
+    now = timezone.now()
+    return round(sum(((run.finished_at or now) - run.started_at).total_seconds() for run in runs if run.started_at), 1)
+
+
+def _uploads_bytes(user) -> int:
+    from labs.models import DatasetUpload
+
+    return sum(DatasetUpload.objects.filter(owner=user).values_list("size_bytes", flat=True))
+
+
+def _sql_reading(stack: Stack, who: dict, url: str, columns: tuple[str, ...], **headers) -> list[str]:
+    """The queries a page makes that read any of `columns`: the page rendered by this process's
+    Django on the stack's database (the web server's queries cannot be seen from here)."""
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    client = Client(HTTP_HOST="127.0.0.1", **headers)
+    client.cookies["sessionid"] = who["cookie"]
+    with CaptureQueriesContext(connection) as queries:
+        client.get(url)
+    return [q["sql"][:120] for q in queries if any(f'"{column}"' in q["sql"] for column in columns)]
+
+
+def abuse_quota(stack: Stack, log: AbuseLog, who: dict, runs: int) -> list[int]:
+    """Launch runs + 1 tiny runs back to back: the quota must count the queued ones' estimates."""
+    from labs.models import Run
+
+    with http_for(stack, who) as http:
+        for _ in range(runs + 1):
+            response = log.http("quota_reservation", _post_launch(http, "sentiment-lora"))
+            if response.status_code == 400:
+                row = log.row("quota_reservation")
+                row["refusal"] = "for your queued and running runs" in response.text
+    return list(Run.objects.filter(owner=who["user"]).order_by("pk").values_list("pk", flat=True))
+
+
+def abuse_fewshot(stack: Stack, log: AbuseLog, who: dict) -> None:
+    from labs.models import Run
+
+    with http_for(stack, who) as http:
+        response = log.http("fewshot_prompt_tokens", _post_launch(
+            http, "fewshot-vs-finetune", upload=("long.jsonl", _jsonl(_long_rows(ABUSE_FEWSHOT_ROWS)))))
+    row = log.row("fewshot_prompt_tokens")
+    named = "Few-shot prompt (12 examples in the prompt, no training): Its prompts would put about" in response.text
+    queued = Run.objects.filter(owner=who["user"])
+    row.update(bytes_stored=_uploads_bytes(who["user"]), worker_s=_run_seconds(queued),
+               metered=response.status_code == 400 and named and not queued.exists(),
+               how="12 long examples in every test prompt: refused by the per-run token budget" if named else
+               f"launch answered {response.status_code}")
+
+
+def abuse_upload_churn(stack: Stack, log: AbuseLog, who: dict) -> None:
+    """Launch then cancel with the same file (stored once), then with new files until the budget refuses."""
+    from labs.models import DatasetUpload, Run
+
+    row = log.row("upload_churn")
+    same = _jsonl(_long_rows(ABUSE_CHURN_ROWS, tag="churn 0 "))
+    with http_for(stack, who) as http:
+        for i in range(6):
+            content = same if i < 3 else _jsonl(_long_rows(ABUSE_CHURN_ROWS, tag=f"churn {i} "))
+            response = log.http("upload_churn", _post_launch(http, "sentiment-lora", upload=(f"churn-{i}.jsonl", content)))
+            if response.status_code == 302:
+                run = Run.objects.filter(owner=who["user"]).latest("pk")
+                log.http("upload_churn", http.post(f"/labs/runs/{run.pk}/cancel/", data=_csrf(http)))
+            elif response.status_code == 400:
+                row["refused_at"] = i
+                break
+    uploads = DatasetUpload.objects.filter(owner=who["user"]).count()
+    listing = _sql_reading(stack, who, "/labs/sentiment-lora/launch/", ("examples",))
+    row.update(bytes_stored=_uploads_bytes(who["user"]), uploads_stored=uploads,
+               worker_s=_run_seconds(Run.objects.filter(owner=who["user"])), launch_form_reads_examples=len(listing),
+               metered=uploads <= 2 and "refused_at" in row and not listing,
+               how=f"6 launches+cancels: the same file 3 times -> 1 row; new files refused from launch {row.get('refused_at')} "
+                   f"(budget); the launch form lists {uploads} uploads without reading their examples")
+
+
+def abuse_signup(stack: Stack, log: AbuseLog, tries: int = 5) -> None:
+    import httpx
+    from django.contrib.auth import get_user_model
+
+    with httpx.Client(base_url=f"http://{stack.address}", headers={"Referer": f"http://{stack.address}/"}, timeout=60) as http:
+        for i in range(tries):
+            http.cookies.delete("sessionid")
+            http.get("/accounts/signup/")
+            log.http("signup_throttle", http.post("/accounts/signup/", data={
+                "username": f"abuse-signup-{i}", "password1": ABUSE_PASSWORD, "password2": ABUSE_PASSWORD, **_csrf(http)}))
+    made = get_user_model().objects.filter(username__startswith="abuse-signup-").count()
+    row = log.row("signup_throttle")
+    limit = int(stack.env["TUNELAB_SIGNUPS_PER_ADDRESS"])
+    row.update(accounts_made=made, metered=made <= limit and row["statuses"].get("429", 0) == tries - limit,
+               how=f"{tries} sign-ups from one address: {made} accounts (limit {limit}), the rest 429")
+
+
+def abuse_hostile_input(stack: Stack, log: AbuseLog, who: dict, token: str) -> None:
+    """Oversized numbers and text PostgreSQL cannot store: each must be a 400 naming the field."""
+    from labs.models import Run
+
+    long = "9" * 5000
+    good = _long_rows(12)
+    uploads = {"nul.jsonl": _jsonl(good) + b'{"text": "a \\u0000 b", "label": "neutral"}\n',
+               "surrogate.jsonl": _jsonl(good) + b'{"text": "lone \\ud800 half", "label": "neutral"}\n',
+               "long.jsonl": _jsonl(good) + b'{"text": "fine", "label": ' + long.encode() + b"}\n",
+               "nul.csv": b"text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in good).encode() + b"a \x00 b,neutral\n"}
+    named = 0
+    with http_for(stack, who) as http:
+        for name, content in uploads.items():
+            response = log.http("hostile_input", _post_launch(http, "sentiment-lora", upload=(name, content)), name)
+            named += response.status_code == 400 and name in response.text
+        response = log.http("hostile_input", _post_launch(http, "sentiment-lora", epochs=long), "epochs")
+        named += response.status_code == 400
+        for body in ('{"run": N, "texts": ["fine"]}', "-N"):
+            response = log.http("hostile_input", http.post("/api/classify", content=body.replace("N", long),
+                                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"}), "api")
+            named += response.status_code == 400 and response.json()["error"]["code"] == "number_too_long"
+    row = log.row("hostile_input")
+    row.update(bytes_stored=_uploads_bytes(who["user"]), named_400=named,
+               metered=named == row["tries"] and not Run.objects.filter(owner=who["user"]).exists(),
+               how="NUL, lone surrogate and 5,000-digit numbers in uploads, the form and the API: each a 400 naming it")
+
+
+def abuse_serving(stack: Stack, log: AbuseLog, token: str, run_ids: list[int]) -> None:
+    """Every run at once on /api/classify: one model loads at a time and each load costs texts."""
+    import httpx
+
+    async def main():
+        async with httpx.AsyncClient(base_url=f"http://{stack.address}", timeout=120,
+                                     headers={"Authorization": f"Bearer {token}"}) as http:
+            return await asyncio.gather(*(http.post("/api/classify", json={"run": pk, "texts": ["Broke in a day."]})
+                                          for pk in run_ids))
+
+    rss = _web_rss(stack)
+    responses = asyncio.run(main())
+    for response in responses:
+        log.http("serving_cache", response)
+    loaded = sum(r.status_code == 200 for r in responses)
+    row = log.row("serving_cache")
+    row.update(models_loaded=loaded, web_rss_growth_mb=round((_web_rss(stack) - rss) / 2**20),
+               metered=loaded < len(run_ids) and all(r.status_code in (200, 429, 503) for r in responses),
+               how=f"{len(run_ids)} different runs at once: {loaded} loaded, the others refused (one load at a time, "
+                   f"{stack.env['TUNELAB_MODEL_LOAD_TEXTS']} texts a load of {stack.env['TUNELAB_TEXTS_PER_MINUTE']} a minute)")
+
+
+def _web_rss(stack: Stack) -> int:
+    """Resident bytes of the web server's processes (the loaded models live there)."""
+    import psutil
+
+    parent = psutil.Process(stack.pids()["web"])
+    return sum(p.memory_info().rss for p in (parent, *parent.children(recursive=True)))
+
+
+def abuse_heavy_json(stack: Stack, log: AbuseLog, who: dict, token: str, run_ids: list[int]) -> None:
+    """The runs' predictions made heavy (2 MB each): the run list and /v1/models must not read them."""
+    from labs.models import Run
+
+    heavy = [{"text": "x" * 200, "label": "positive", "pred": "positive", "probs": [0.9, 0.05, 0.05]}] * 8000
+    Run.objects.filter(pk__in=run_ids).update(predictions=heavy)
+    stored = len(json.dumps(heavy)) * len(run_ids)
+    with http_for(stack, who) as http:
+        timings = {}
+        for url, headers in (("/labs/runs/", {}), ("/v1/models", {"Authorization": f"Bearer {token}"})):
+            started = time.perf_counter()
+            log.http("heavy_json", http.get(url, headers=headers), url)
+            timings[url] = round((time.perf_counter() - started) * 1000)
+    reads = (_sql_reading(stack, who, "/labs/runs/", Run.HEAVY_FIELDS)
+             + _sql_reading(stack, who, "/v1/models", Run.HEAVY_FIELDS, HTTP_AUTHORIZATION=f"Bearer {token}"))
+    row = log.row("heavy_json")
+    row.update(bytes_stored=stored, page_ms=timings, queries_reading_heavy_columns=len(reads),
+               metered=not reads and all(s == "200" for s in row["statuses"]),
+               how=f"{stored / 1e6:.0f} MB of predictions on the learner's runs; the run list and /v1/models read none of it")
+
+
+def abuse_exports(stack: Stack, log: AbuseLog, who: dict, run_ids: list[int]) -> None:
+    """Builds past the daily limit, a Qwen run (refused before a model loads), a failed build asked
+    again at once, the disk budget between builds, and expiry by the real hourly cleanup task."""
+    from config.celery import app
+    from labs import exports
+    from labs.models import Run
+
+    first, second, *rest = [Run.objects.get(pk=pk) for pk in run_ids]
+    row = log.row("gguf_exports")
+    refusals = {}
+
+    def ask(http, run, quant):
+        response = log.http("gguf_exports", http.post(f"/labs/runs/{run.pk}/gguf/", data={"quant": quant, **_csrf(http)},
+                                                     headers={"HX-Request": "true"}), f"{run.pk} {quant}")
+        return response
+
+    def on_disk() -> int:
+        return sum(p.stat().st_size for p in Path(stack.var / "runs").glob("run-*/gguf/*.zip"))
+
+    peak, worker_s = 0, 0.0
+    with http_for(stack, who) as http:
+        http.get("/labs/")
+        for run, quant in ((first, "q8_0"), (second, "f16")):
+            started = time.monotonic()
+            ask(http, run, quant)
+            wait_until(lambda run=run, quant=quant: not exports.gguf_export_state(run=run, quant=quant).in_progress,
+                       300, f"the {quant} bundle")
+            worker_s += time.monotonic() - started
+            peak = max(peak, on_disk())
+        refusals["past the daily limit"] = ask(http, first, "q4_0").status_code
+        exports._write_state(second, "q4_0", "failed", message="The export failed: (the bench says so)")
+        refusals["failed build asked again at once"] = ask(http, second, "q4_0").status_code
+        qwen = rest[0] if rest else first
+        Run.objects.filter(pk=qwen.pk).update(config={**qwen.config, "base_model": "qwen2.5-0.5b-instruct"})
+        qwen.refresh_from_db()
+        refusals["Qwen run (no model loaded)"] = ask(http, qwen, "q8_0").status_code
+        qwen_state = exports.gguf_export_state(run=qwen, quant="q8_0").state
+    bundles = len(list(Path(stack.var / "runs").glob("run-*/gguf/*.zip")))
+    for bundle in Path(stack.var / "runs").glob("run-*/gguf/*.zip"):  # built 8 days ago: past TUNELAB_EXPORT_KEEP
+        os.utime(bundle, (time.time() - 8 * 86_400,) * 2)
+    app.send_task("labs.tasks.clean_exports")  # routed to the export queue, as beat sends it hourly
+    wait_until(lambda: on_disk() == 0, 60, "the cleanup to remove expired bundles")
+    expected = {"past the daily limit": 429, "failed build asked again at once": 429, "Qwen run (no model loaded)": 400}
+    row.update(refused=refusals, bytes_stored=peak, bundles_after_builds=bundles, bytes_after_expiry=on_disk(),
+               worker_s=round(worker_s, 1),
+               metered=refusals == expected and qwen_state == "none" and bundles == 1 and on_disk() == 0,
+               how="2 builds a day (a third refused 429), a failed build not retried at once (429), a Qwen run refused "
+                   "400 from its config before anything queued; one bundle kept under the 1 MB disk budget; expired "
+                   "bundles removed by the export queue's cleanup")
+
+
+def abuse_baselines(stack: Stack, log: AbuseLog, who: dict, run_id: int) -> None:
+    """The prompting baselines with k=12: the API rows reserve their tokens before any call."""
+    from inference.models import BaselineResult
+
+    calls = len(stack.fake.requests)
+    started = time.monotonic()
+    with http_for(stack, who) as http:
+        http.get(f"/labs/runs/{run_id}/results/")
+        log.http("baseline_api_tokens", http.post(f"/inference/runs/{run_id}/baselines/", data={"k": 12, **_csrf(http)}))
+    done = ("succeeded", "failed", "skipped")
+    wait_until(lambda: BaselineResult.objects.filter(run_id=run_id).exists() and not BaselineResult.objects.filter(
+        run_id=run_id).exclude(status__in=done).exists(), 600, "the baselines")
+    rows = {r.method: r for r in BaselineResult.objects.filter(run_id=run_id)}
+    api = [r for method, r in rows.items() if "api" in method]
+    row = log.row("baseline_api_tokens")
+    row.update(worker_s=round(time.monotonic() - started, 1), api_calls=len(stack.fake.requests) - calls,
+               statuses_by_method={m: r.status for m, r in rows.items()},
+               metered=bool(api) and all(r.status == "skipped" and "TUNELAB_BASELINE_API_TOKENS_PER_DAY" in r.message
+                                         for r in api) and len(stack.fake.requests) == calls,
+               how="API rows need more tokens than the 2,000 a day left: skipped before any call (the local rows ran)")
+
+
+def abuse_websockets(stack: Stack, log: AbuseLog, who: dict) -> None:
+    """More streams than allowed, a sync flood, then logging out with a stream open."""
+    import contextlib
+    from datetime import timedelta
+
+    import httpx
+    import websockets
+    from django.utils import timezone
+
+    from labs.events import event_append
+    from labs.models import Run
+    from labs.services import build_config
+
+    # A run held queued (marked dispatched, so no worker takes it): nothing but the bench writes its events.
+    run = Run.objects.create(owner=who["user"], config=build_config(dict(TINY)), status=Run.Status.QUEUED,
+                             dispatched_at=timezone.now() + timedelta(hours=1))
+    event_append(run_id=run.pk, type="status", payload={"status": "queued", "message": "Queued."}, notify=False)
+    cap = int(stack.env["TUNELAB_WS_PER_USER"])
+    row = log.row("websockets")
+
+    def connect(cookie):
+        return websockets.connect(f"ws://{stack.address}/ws/labs/runs/{run.pk}/?after=0", origin=f"http://{stack.address}",
+                                  additional_headers={"Cookie": f"sessionid={cookie}"}, open_timeout=20)
+
+    async def outcome(socket) -> str:
+        try:
+            message = json.loads(await asyncio.wait_for(socket.recv(), timeout=10))
+            return "open" if message.get("seq") else str(message)
+        except websockets.exceptions.ConnectionClosed as exc:
+            return f"ws {exc.rcvd.code if exc.rcvd else 'closed'}"
+
+    async def close_code(socket) -> str:
+        """How the stream ended, reading past what it still had to send (10 s at most)."""
+        try:
+            while True:
+                await asyncio.wait_for(socket.recv(), timeout=10)
+        except websockets.exceptions.ConnectionClosed as exc:
+            return f"ws {exc.rcvd.code if exc.rcvd else 'closed'}"
+        except TimeoutError:
+            return "still open"
+
+    async def scenario():
+        async with contextlib.AsyncExitStack() as stack_:
+            sockets = [await stack_.enter_async_context(connect(who["cookie"])) for _ in range(cap + 2)]
+            opened = [await outcome(s) for s in sockets]
+            # The sync flood: events written without a live notification, only a sync reads them.
+            socket, appended, received = sockets[0], 5, 0
+            for i in range(appended):
+                await asyncio.to_thread(event_append, run_id=run.pk, type="log", payload={"message": f"{i}"}, notify=False)
+                await socket.send(json.dumps({"type": "sync"}))
+                await asyncio.sleep(0.1)
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    await asyncio.wait_for(socket.recv(), timeout=1.0)
+                    received += 1
+        # Logging out with a stream open (a session of its own).
+        async with connect(session) as socket:
+            await outcome(socket)
+            async with httpx.AsyncClient(base_url=f"http://{stack.address}", cookies={"sessionid": session},
+                                         headers={"Referer": f"http://{stack.address}/"}) as http:
+                await http.get("/accounts/login/")
+                await http.post("/accounts/logout/", data={"csrfmiddlewaretoken": http.cookies.get("csrftoken", "")})
+            after_logout = await close_code(socket)
+        return opened, appended, received, after_logout
+
+    session = learner(who["user"].username, stack)["cookie"]
+    opened, appended, received, after_logout = asyncio.run(asyncio.wait_for(scenario(), 120))
+    for status in (*opened, after_logout):
+        log.saw("websockets", status)
+    Run.objects.filter(pk=run.pk).update(status=Run.Status.CANCELLED, finished_at=timezone.now())
+    row.update(open_streams=opened.count("open"), sync_rereads=f"{received} of {appended} syncs", after_logout=after_logout,
+               metered=opened.count("open") == cap and opened.count("ws 4429") == 2 and received < appended
+               and after_logout == "ws 4403",
+               how=f"{cap + 2} streams: {cap} open, the rest closed 4429; {appended} syncs in 0.5 s read "
+                   f"{received} event(s); logging out closed the open stream ({after_logout})")
+
+
+def section_abuse(stack: Stack, runs: int = ABUSE_RUNS) -> dict:
+    """A learner tries every path issue 21 found unmetered (configure_abuse set the limits)."""
+    from inference.models import ApiToken
+    from labs.models import Run
+
+    log = AbuseLog()
+    who = learner("abuse", stack)
+    run_ids = abuse_quota(stack, log, who, runs)
+    # While its runs train: the paths that need none.
+    abuse_fewshot(stack, log, learner("abuse-fewshot", stack))
+    abuse_upload_churn(stack, log, learner("abuse-churn", stack))
+    abuse_signup(stack, log)
+    hostile = learner("abuse-hostile", stack)
+    abuse_hostile_input(stack, log, hostile, ApiToken.issue(user=hostile["user"], name="abuse")[1])
+    wait_until(lambda: finished(run_ids), 600, "the learner's runs")
+    quota = log.row("quota_reservation")
+    admitted = Run.objects.filter(pk__in=run_ids)
+    quota.update(runs_admitted=admitted.count(), worker_s=_run_seconds(admitted),
+                 metered=admitted.count() == runs and quota.get("refusal", False),
+                 how=f"{runs + 1} launches of ~100 s estimated each against {100 * runs + 50} s a day: the last refused "
+                     "while the others were still queued")
+    succeeded = list(admitted.filter(status=Run.Status.SUCCEEDED).values_list("pk", flat=True))
+    if len(succeeded) < 2:
+        raise RuntimeError(f"only {len(succeeded)} of the learner's runs succeeded: "
+                           f"{list(admitted.values_list('status', 'error'))}")
+    token = ApiToken.issue(user=who["user"], name="abuse")[1]
+    abuse_serving(stack, log, token, succeeded)
+    abuse_heavy_json(stack, log, who, token, succeeded)
+    abuse_baselines(stack, log, who, succeeded[0])
+    abuse_exports(stack, log, who, succeeded)
+    abuse_websockets(stack, log, learner("abuse", stack))
+    unmetered = [path for path, row in log.rows.items() if not row["metered"]]
+    for path, row in log.rows.items():
+        print(f"  abuse {path:22} {json.dumps(row)}", flush=True)
+    print(f"  abuse unmetered paths: {len(unmetered)}\n  abuse 5xx: {len(log.server_errors)}", flush=True)
+    return {"paths": log.rows, "unmetered_paths": len(unmetered), "unmetered": unmetered,
+            "server_errors": len(log.server_errors), "server_error_list": log.server_errors[:10]}
+
+
 # --- main ------------------------------------------------------------------------------------
 
 
@@ -686,30 +1155,41 @@ def run_sections(only: set[str], smoke: bool = False) -> dict:
             print(f"{'fairness':15} {json.dumps(results['fairness'])}", flush=True)
         finally:
             stack.stop()
-    if "multi_host" in only:
-        results["multi_host"] = _own_stack("multi_host", bound=bool(single) or "fairness" in only)
+    bound = bool(single) or "fairness" in only
+    for name in OWN_STACKS:
+        if name in only:
+            results[name] = _own_stack(name, bound=bound, smoke=smoke)
+            bound = True
     return results
 
 
-def _own_stack(name: str, *, bound: bool) -> dict:
-    """A section on a stack of its own, in a child process when this one's ORM is bound to another
-    stack's database. multi_host: a web host with no gpu worker (the workers are other "hosts")."""
+def _own_stack(name: str, *, bound: bool, smoke: bool = False) -> dict:
+    """A section on a stack of its own (OWN_STACKS), in a child process when this one's ORM is
+    bound to another stack's database. configure_<name>, where there is one, sets the stack's
+    environment once its database exists and before it starts."""
+    sizes = SMOKE.get(name, {}) if smoke else {}
     if bound:
         out = Path(tempfile.mkstemp(suffix=".json")[1])
-        subprocess.run([sys.executable, __file__, "--only", name, "--json", str(out)], check=False)
+        subprocess.run([sys.executable, __file__, "--only", name, "--json", str(out), *(["--smoke"] if smoke else [])],
+                       check=False)
         result = json.loads(out.read_text() or "{}").get(name, {"error": "no result"})
         out.unlink()
         return result
-    stack = Stack(gpu_workers=0)
-    stack.env["TUNELAB_GPU_SLOTS"] = "1"  # the dispatcher's slots: one gpu worker alive at a time
-    stack.prepare()
-    stack.start()
+    spec = OWN_STACKS[name]
+    stack = Stack(gpu_workers=spec["gpu_workers"])
+    stack.env.update(spec["env"])
     try:
-        result = _guard(lambda: globals()[f"section_{name}"](stack))
+        stack.prepare()
+        if f"configure_{name}" in globals():
+            globals()[f"configure_{name}"](stack, **sizes)
+        stack.start()
+        result = _guard(lambda: globals()[f"section_{name}"](stack, **sizes))
         print(f"{name:15} {json.dumps(result)}", flush=True)
         return result
     finally:
         stack.stop()
+        if getattr(stack, "fake", None) is not None:
+            stack.fake.stop()
 
 
 def _guard(section) -> dict:
@@ -717,6 +1197,7 @@ def _guard(section) -> dict:
     try:
         return section()
     except Exception as exc:  # a bench reports, it does not stop at the first failure
+        traceback.print_exc()
         return {"error": f"{type(exc).__name__}: {exc}"[:500]}
 
 
@@ -726,10 +1207,13 @@ def main(argv=None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write the figures here")
-    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated, from {', '.join(SECTIONS)}")
+    parser.add_argument("--only", help=f"comma-separated, from {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--smoke", action="store_true", help=f"seconds, not figures: {', '.join(SMOKE)} at toy sizes")
     args = parser.parse_args(argv)
-    only = set(SMOKE) if args.smoke else {s.strip() for s in args.only.split(",") if s.strip()}
+    if args.only:
+        only = {s.strip() for s in args.only.split(",") if s.strip()}
+    else:
+        only = set(SMOKE) if args.smoke else set(SECTIONS)
     unknown = only - set(SECTIONS)
     if unknown:
         parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")

@@ -33,16 +33,23 @@ def check_api(output: str) -> None:
     assert all(rate > 0 for rate in rows.values())
 
 
+ABUSE_PATHS = {"quota_reservation", "fewshot_prompt_tokens", "upload_churn", "signup_throttle", "hostile_input",
+               "serving_cache", "heavy_json", "baseline_api_tokens", "gguf_exports", "websockets"}
+
+
 def check_fault(output: str) -> None:
     sections = {line.split()[0]: json.loads(line.split(None, 1)[1].rsplit("  (", 1)[0])
-                for line in output.splitlines() if line.startswith(("stream_viewers ", "quiz_load ", "quiz_burst "))}
-    assert set(sections) == {"stream_viewers", "quiz_load", "quiz_burst"}, output
+                for line in output.splitlines() if line.startswith(("stream_viewers ", "quiz_load ", "quiz_burst ", "abuse "))}
+    assert set(sections) == {"stream_viewers", "quiz_load", "quiz_burst", "abuse"}, output
     viewers = sections["stream_viewers"]
     assert viewers["events"] > 2 and viewers["complete"] == viewers["viewers"] == 3, viewers
     quiz = sections["quiz_load"]
     assert quiz["requests"] > 4 and quiz["errors"] == 0, quiz
     (burst,) = sections["quiz_burst"]["curve"].values()  # the smoke stack's 2 web processes
     assert burst["requests"] > 4 and burst["no_think"] == 1 and burst["errors"] == 0, sections["quiz_burst"]
+    abuse = sections["abuse"]  # every path the learner tried met its limit, and no answer was a server error
+    assert set(abuse["paths"]) == ABUSE_PATHS and abuse["unmetered_paths"] == 0 and abuse["server_errors"] == 0, abuse
+    assert re.search(r"^  abuse unmetered paths: 0$", output, re.M) and re.search(r"^  abuse 5xx: 0$", output, re.M)
 
 
 def check_fuzz(output: str) -> None:
@@ -98,6 +105,8 @@ CHECKS = {
     "train_bench.py": check_train,
 }
 BENCHES = sorted(path.name for path in BENCH.glob("*.py") if path.name not in HELPERS)
+# fault_bench's smoke starts two stacks (the sections that share one, then abuse's own) and trains 3 tiny runs.
+TIMEOUT_S = {"fault_bench.py": 600}
 
 
 def test_every_bench_has_a_smoke_check():
@@ -112,7 +121,7 @@ def test_the_bench_runs_in_its_smoke_mode(name):
            if not key.startswith(("DJANGO_", "TUNELAB_", "REDIS_URL", "DATABASE_URL"))}
     env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, str(BENCH / name), "--smoke"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=TIMEOUT_S.get(name, 300))
     output = proc.stdout
     assert proc.returncode == 0, f"{name} --smoke exited {proc.returncode}\n{output[-3000:]}\n{proc.stderr[-3000:]}"
     CHECKS[name](output)
