@@ -354,6 +354,7 @@ def quantization_panel(metrics: dict, predictions: list[dict]) -> dict | None:
         rows.append({
             "quant": row["quant"], "bits": BITS_PER_WEIGHT[QUANTS[row["quant"]][0]], "rounding": row["rounding"],
             "method": rounding_label(row["rounding"]), "size_mb": row["size"] / 1e6, "agreement": row["agreement"],
+            "agreement_pct": 100 * row["agreement"],
             "n_changed": len(row["changed"]), "macro_f1": row["macro_f1"], "accuracy": row["accuracy"],
             "f1_change": row["macro_f1"] - reference_f1 if reference_f1 is not None else None,
             "changed": changed, "more_changed": max(len(row["changed"]) - CHANGED_SHOWN, 0),

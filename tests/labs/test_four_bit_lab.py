@@ -9,7 +9,7 @@ import pytest
 from labs import storage
 from labs.catalog import CatalogError, load_catalog, parse_lab
 from labs.models import Lab, Run
-from labs.services import run_execute
+from labs.worker import run_execute
 from mlcore.metrics import compute_metrics
 from tests.labs.conftest import make_run
 
@@ -82,7 +82,7 @@ def test_a_run_of_the_lab_measures_each_export_and_its_results_page_shows_the_ta
     for row in rows:
         marker = f'data-quant="{row["quant"]}" data-rounding="{row["rounding"] or "none"}"'
         assert marker in page
-        assert f"{row['size'] / 1e6:.1f} MB" in page and f"{row['agreement']:.3f} ({len(row['changed'])} changed)" in page
+        assert f"{row['size'] / 1e6:.1f} MB" in page and f"{100 * row['agreement']:.1f}% ({len(row['changed'])} changed)" in page
     assert "GPTQ, calibrated on 32 training reviews" in page and "nearest level (llama-quantize&#x27;s rule)" in page
 
 
@@ -107,6 +107,8 @@ def test_the_lab_page_links_its_questions_and_each_links_back(labs, owner_client
     page = owner_client.get(lab_url).content.decode()
     spec = next(spec for spec in load_catalog() if spec.slug == SLUG)
     assert "nearest-rounding-erases-lora-update" in spec.questions
+    exports = page[page.index('id="lab-exports"'):page.index("</ul>", page.index('id="lab-exports"'))]
+    assert exports.count("<li>") == len(PLAN) and "q4_0, nearest rounding" in exports and "q4_0, gptq rounding" in exports
     for slug in spec.questions:
         question_url = reverse("quiz:question", args=[slug])
         assert f'href="{question_url}"' in page, slug
