@@ -22,6 +22,11 @@ from django.db import transaction
 from inference import prompting
 from inference.models import BaselineResult
 from labs import storage
+from labs.models import Run
+from labs.scheduling import estimate_tokenizer
+from labs.training import load_dataset
+from mlcore.prompt import DEFAULT_MAX_TEXT_TOKENS, cut_shots, pick_shots
+from ops import limits, queue
 from ops.llm import llm_configured
 
 log = logging.getLogger(__name__)
@@ -57,8 +62,6 @@ def baselines_launch(*, run, k: int | None = None, limit: int | None = None, enq
 
     Raises BaselinesBusy while a previous launch is still queued or running.
     """
-    from labs.models import Run
-
     Run.objects.select_for_update().filter(pk=run.pk).exists()  # two clicks at once: one launch
     if BaselineResult.objects.filter(run=run, status__in=[Status.QUEUED, Status.RUNNING]).exists():
         raise BaselinesBusy("The baselines of this run are already being computed.")
@@ -78,9 +81,8 @@ def baselines_launch(*, run, k: int | None = None, limit: int | None = None, enq
         row, _ = BaselineResult.objects.update_or_create(run=run, method=method, defaults=defaults)
         rows.append(row)
     if enqueue:
-        from inference.tasks import compute_baselines
-
-        transaction.on_commit(lambda: compute_baselines.delay(run.pk))
+        # By name: inference.tasks imports this module.
+        transaction.on_commit(lambda: queue.enqueue("inference.tasks.compute_baselines", run.pk))
     return rows
 
 
@@ -124,8 +126,6 @@ class _Context:
 
 
 def _context(run, limit: int | None) -> _Context:
-    from labs.training import load_dataset
-
     dataset = load_dataset(run)
     labels = list(run.config.get("labels") or dataset.labels)
     test = dataset.test[:limit] if limit else list(dataset.test)
@@ -136,8 +136,6 @@ def baselines_compute(*, run_id: int) -> list[BaselineResult]:
     """Compute every queued baseline row of the run, one method after the other. A row that
     fails records why and the others go on. Rows no longer queued (a redelivered task finding
     them done) are left alone."""
-    from labs.models import Run
-
     run = Run.objects.filter(pk=run_id).first()
     if run is None:
         return []
@@ -173,8 +171,6 @@ def baselines_compute(*, run_id: int) -> list[BaselineResult]:
 
 
 def _shots(row: BaselineResult, context: _Context) -> list:
-    from mlcore.prompt import pick_shots
-
     return pick_shots(context.train, context.labels, row.k, seed=context.run.config.get("seed", 0)) if row.k else []
 
 
@@ -202,9 +198,6 @@ def _compute_api(row: BaselineResult, context: _Context) -> None:
     # Reviews and examples cut as the local classifier cuts them (mlcore.prompt): an uploaded text
     # of megabytes must not be sent, and billed, whole on every call. The base model's tokenizer
     # counts the tokens: the API's own may differ a little, which the settlement corrects.
-    from labs.scheduling import estimate_tokenizer
-    from mlcore.prompt import DEFAULT_MAX_TEXT_TOKENS, cut_shots
-
     tokenizer = estimate_tokenizer(context.run.config["base_model"])
     shots = cut_shots(tokenizer, _shots(row, context))
     test = cut_shots(tokenizer, context.test, DEFAULT_MAX_TEXT_TOKENS)
@@ -237,8 +230,6 @@ def _reserve_api_tokens(row: BaselineResult, tokens: int):
     cannot both spend the last tokens). Tokens, not calls: a call with 64 long examples in its
     prompt costs a hundred short ones. None, with the row marked skipped and why, when they do
     not fit."""
-    from ops import limits
-
     limit = settings.BASELINE_API_TOKENS_PER_DAY
     try:
         charge = limits.take(f"llm-tokens:user:{row.run.owner_id}", tokens, limit=limit, window_s=86_400)
@@ -256,8 +247,6 @@ def _reserve_api_tokens(row: BaselineResult, tokens: int):
 
 def _settle_api_tokens(charge, spent: int) -> None:
     """Give back the reserved tokens that were not spent (never more than was reserved)."""
-    from ops import limits
-
     try:
         limits.adjust(charge, min(spent, charge.charged))
     except limits.LimiterUnavailable:

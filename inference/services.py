@@ -19,6 +19,8 @@ from django.utils import dateformat, timezone
 from inference import ratelimit
 from inference.serving import Loaded, classifiers
 from labs import storage
+from labs.access import get_run_for_user, visible_to
+from labs.models import Run
 from ops.text import text_problem  # (also imported from here by the API and forms)
 
 MAX_TEXT_CHARS = 20_000  # cut before tokenising: far past the token limit, and cheap to tokenise
@@ -89,8 +91,6 @@ def target_for_run(user, run_id) -> Target:
 
     Unknown, unfinished, failed and other people's private runs all answer the same 404.
     """
-    from labs.access import get_run_for_user
-
     run = get_run_for_user(user, run_id)
     if not run.has_adapter:
         raise Http404(f"Run {run.pk} has no trained adapter to serve (it is {run.get_status_display()}"
@@ -136,10 +136,8 @@ def target_for_model_id(user, model_id) -> Target:
 
 def targets_for_user(user) -> list[Target]:
     """What `user` can classify with: their servable runs (newest first), then base models."""
-    from labs.models import Run
-
     # Everyone's list shows their own runs; staff may still serve anyone's run by id (target_for_run).
-    runs = (Run.objects.visible_to(user).filter(owner=user, status=Run.Status.SUCCEEDED, mode=Run.Mode.FINETUNE)
+    runs = (visible_to(user, Run.objects.filter(status=Run.Status.SUCCEEDED, mode=Run.Mode.FINETUNE)).filter(owner=user)
             .select_related("lab").order_by("-created_at"))
     bases = base_model_names()  # a run whose base model's weights are not here cannot load either
     return ([_run_target(run) for run in runs[:100] if run.config.get("base_model") in bases]

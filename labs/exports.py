@@ -34,7 +34,7 @@ from labs.access import is_unlimited
 from labs.models import Run
 from mlcore import gguf_export
 from mlcore.prompt import PromptFormat
-from ops import limits
+from ops import limits, queue
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,6 @@ def gguf_export_request(*, run: Run, quant: str, user) -> ExportState:
     a base model it cannot export, a failed build asked for again too soon, or a learner past
     their builds for the day (`user`, who asks, is charged; labs.launch_without_limits: never).
     """
-    from labs import tasks
-
     gguf_export.check_quant(quant)
     current = gguf_export_state(run=run, quant=quant)
     if current.state == "ready" or current.in_progress:
@@ -141,7 +139,7 @@ def gguf_export_request(*, run: Run, quant: str, user) -> ExportState:
     if not is_unlimited(user):
         _charge_export(user)
     _write_state(run, quant, "queued", message="Waiting for a worker…")
-    transaction.on_commit(lambda: tasks.export_gguf.delay(run.pk, quant))
+    transaction.on_commit(lambda: queue.enqueue("labs.tasks.export_gguf", run.pk, quant))  # by name: labs.tasks imports us
     return gguf_export_state(run=run, quant=quant)
 
 

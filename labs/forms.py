@@ -1,10 +1,13 @@
 from django import forms
 from django.conf import settings
 
-from labs.access import get_upload_for_user, uploads_for_user
+from labs.access import get_upload_for_user, uploads_for_user, visible_to
 from labs.models import DatasetUpload, Lab, Run
 from labs.presenters import missing_model_notes_for
-from mlcore.config import ConfigField, config_fields
+from labs.services import build_config, upload_parse
+from mlcore.config import ConfigError, ConfigField, TrainConfig, config_fields
+from mlcore.data import BUNDLED, MAX_UPLOAD_BYTES, DatasetError
+from mlcore.registry import BASE_MODELS, available_user_models
 
 # The launch form's settings are TrainConfig's shown fields, generated from their declarations
 # (mlcore.config.setting); fields carry TrainConfig's names, so ConfigError messages land on them.
@@ -36,8 +39,6 @@ ConfigForm = type("ConfigForm", (forms.Form,), {f.name: config_form_field(f) for
 
 
 def base_model_choices() -> list[tuple[str, str]]:
-    from mlcore.registry import BASE_MODELS, available_user_models
-
     specs = list(available_user_models())  # only what can load here: a missing model would fail the run
     if settings.LABS_ALLOW_TEST_MODEL:  # the tiny random model: tests only, never a learner's choice
         specs += [spec for spec in BASE_MODELS.values() if not spec.user_visible]
@@ -45,8 +46,6 @@ def base_model_choices() -> list[tuple[str, str]]:
 
 
 def dataset_choices(user) -> list[tuple[str, str]]:
-    from mlcore.data import BUNDLED
-
     return [(name, f"{name}: {description}") for name, description in BUNDLED.items()] + [
         (upload.dataset_key, f"your upload: {upload}") for upload in uploads_for_user(user).order_by("-created_at")[:50]
     ]
@@ -82,7 +81,7 @@ class RunForm(ConfigForm):
                     self.fields[name].help_text = "Set by each run of this lab (see the table below)."
         else:
             self.fields["continue_from"].queryset = (
-                Run.objects.visible_to(user).filter(status=Run.Status.SUCCEEDED, mode=Run.Mode.FINETUNE).order_by("-pk")
+                visible_to(user, Run.objects.filter(status=Run.Status.SUCCEEDED, mode=Run.Mode.FINETUNE)).order_by("-pk")
             )
 
     @property
@@ -91,9 +90,6 @@ class RunForm(ConfigForm):
         return set.intersection(*overrides) if overrides else set()
 
     def clean_upload(self):
-        from labs.services import upload_parse
-        from mlcore.data import MAX_UPLOAD_BYTES, DatasetError
-
         upload = self.cleaned_data.get("upload")
         if not upload:
             return None
@@ -109,9 +105,6 @@ class RunForm(ConfigForm):
         return upload
 
     def clean(self):
-        from labs.services import build_config
-        from mlcore.config import ConfigError, TrainConfig
-
         cleaned = super().clean()
         defaults = TrainConfig().to_dict()
         # A field that did not parse already has its message; check the others against

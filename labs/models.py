@@ -73,12 +73,6 @@ class DatasetUpload(models.Model):
 
 
 class RunQuerySet(models.QuerySet):
-    def visible_to(self, user):
-        """Runs `user` may see: their own; labs.view_all_runs sees every run (the rule lives in labs.access)."""
-        from labs.access import visible_to
-
-        return visible_to(user, self)
-
     def active(self):
         return self.filter(status__in=Run.ACTIVE)
 

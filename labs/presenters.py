@@ -84,23 +84,6 @@ def human_duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
-def lab_questions(lab: Lab) -> list[dict]:
-    """The questions this lab answers: those the lab file names, then every question whose
-    `lab:` is this lab. Empty when the quiz app (or its tables) is not there."""
-    found: dict[str, dict] = {}
-    if apps.is_installed("quiz"):
-        try:
-            from quiz.models import Question
-
-            rows = Question.objects.published().filter(Q(lab=lab.slug) | Q(slug__in=lab.questions))
-            found = {q.slug: {"slug": q.slug, "title": q.title, "url": q.get_absolute_url()} for q in rows}
-        except (ImportError, AttributeError, DatabaseError):
-            found = {}
-    named = [found.get(slug, {"slug": slug, "title": slug.replace("-", " ").capitalize(), "url": ""}) for slug in lab.questions]
-    others = sorted((q for slug, q in found.items() if slug not in lab.questions), key=lambda q: q["title"])
-    return named + others
-
-
 def format_value(name: str, value) -> str:
     return (_row_setting(name) or Setting(label=name)).display(value)
 

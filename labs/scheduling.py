@@ -18,14 +18,21 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
 
+import redis
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from labs.access import is_unlimited
+from labs.events import event_append
 from labs.models import DatasetUpload, Run
+from labs.training import dataset_of
+from mlcore.config import TrainConfig
+from mlcore.cost import estimate_cost, estimate_fewshot_cost
 from mlcore.prompt import DEFAULT_MAX_TEXT_TOKENS
+from mlcore.registry import DEFAULT_BASE_MODEL, ModelNotAvailable, load_tokenizer
+from ops import queue
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +60,6 @@ _tokenizer_lock = threading.Lock()
 def estimate_tokenizer(base_model: str):
     """The base model's real tokenizer, loaded once per process (the default model's when the
     chosen one is not available here: the estimate only needs token counts of the same order)."""
-    from mlcore.registry import DEFAULT_BASE_MODEL, ModelNotAvailable, load_tokenizer
-
     with _tokenizer_lock:
         try:
             return load_tokenizer(base_model)
@@ -84,10 +89,6 @@ class Estimate:
 
 
 def run_cost(config: dict, upload: DatasetUpload | None, *, mode: str = Run.Mode.FINETUNE, shots: int = 0):
-    from labs.training import dataset_of
-    from mlcore.config import TrainConfig
-    from mlcore.cost import estimate_cost, estimate_fewshot_cost
-
     train_config = TrainConfig.from_dict(config)
     dataset, tokenizer = dataset_of(config, upload), estimate_tokenizer(train_config.base_model)
     if mode == Run.Mode.FEWSHOT:
@@ -270,11 +271,9 @@ def runs_dispatch(*, now=None) -> list[int]:
 
 def _send(run_id: int, task_id: str) -> None:
     """Put the task on the gpu queue; if Redis refuses, put the run back in the outbox."""
-    from labs.tasks import train_run
-
-    try:
-        train_run.apply_async(args=[run_id], task_id=task_id,
-                              retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5})
+    try:  # by name: labs.tasks imports this module
+        queue.enqueue("labs.tasks.train_run", run_id, task_id=task_id,
+                      retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5})
     except Exception:
         log.warning("sending run %s to the gpu queue failed; it stays queued for the next dispatch", run_id, exc_info=True)
         Run.objects.filter(pk=run_id, status=Run.Status.QUEUED, celery_task_id=task_id).update(dispatched_at=None)
@@ -293,11 +292,32 @@ def dispatch_soon() -> None:
     transaction.on_commit(dispatch)
 
 
+def dispatch_now() -> None:
+    """Dispatch at once (a gpu slot just came free); a failure leaves it to the periodic dispatcher."""
+    try:
+        runs_dispatch()
+    except Exception:  # the periodic dispatcher (Celery beat) will fill the slot
+        log.warning("dispatch after a run failed", exc_info=True)
+
+
+def continuations_settle(run_id: int, *, succeeded: bool) -> None:
+    """Runs waiting to continue this run's adapter: the dispatcher may send them now, or they fail."""
+    waiting = Run.objects.filter(continue_from_id=run_id, status=Run.Status.QUEUED)
+    for child in waiting:
+        if succeeded:
+            event_append(run_id=child.pk, type="log", payload={"message": f"Run {run_id} succeeded: queued for a worker."})
+        else:
+            reason = f"The run this one continues (run {run_id}) did not succeed, so there is no adapter to continue."
+            with transaction.atomic():
+                if Run.objects.filter(pk=child.pk, status=Run.Status.QUEUED).update(
+                    status=Run.Status.FAILED, error=reason, finished_at=timezone.now()
+                ):
+                    event_append(run_id=child.pk, type="status", payload={"status": "failed", "message": reason, "error": reason})
+
+
 def runs_resend_lost(*, now=None) -> list[int]:
     """Queued runs sent longer than RUN_DISPATCH_TIMEOUT_S ago that no worker started: their task
     was lost (Redis restarted without it, or the send failed half-way). Back to the outbox."""
-    from labs.services import event_append
-
     cutoff = (now or timezone.now()) - timedelta(seconds=settings.RUN_DISPATCH_TIMEOUT_S)
     lost = []
     for run in Run.objects.filter(status=Run.Status.QUEUED, dispatched_at__lt=cutoff).only("pk", "celery_task_id"):
@@ -312,8 +332,6 @@ def runs_resend_lost(*, now=None) -> list[int]:
 
 def queue_available() -> bool:
     """Is the broker reachable right now (1 s at most)? Checked before a launch writes anything."""
-    import redis
-
     try:
         client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=1, socket_timeout=1)
         try:

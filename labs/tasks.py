@@ -1,4 +1,5 @@
-"""Celery tasks: thin. Take an id, call the service. Routing (settings.CELERY_TASK_ROUTES): train_run -> gpu,
+"""Celery tasks: thin. Take an id, call the service (labs.worker for a run). Nothing imports this
+module: the services send its tasks by name (ops.queue). Routing (settings.CELERY_TASK_ROUTES): train_run -> gpu,
 export_gguf and clean_exports -> export, the rest -> default."""
 
 import logging
@@ -6,7 +7,8 @@ import logging
 from celery import shared_task
 from celery.signals import worker_shutting_down
 
-from labs import scheduling, services
+from labs import scheduling, worker
+from labs.exports import exports_clean, gguf_export_build
 
 log = logging.getLogger(__name__)
 
@@ -14,13 +16,13 @@ log = logging.getLogger(__name__)
 @shared_task(name="labs.tasks.train_run", bind=True)
 def train_run(self, run_id: int) -> None:
     """Train one run. Idempotent: a run that is not queued any more is never trained twice."""
-    services.run_execute(run_id=run_id, task_id=self.request.id or "", host=self.request.hostname or None)
+    worker.run_execute(run_id=run_id, task_id=self.request.id or "", host=self.request.hostname or None)
 
 
 @shared_task(name="labs.tasks.reap_runs")
 def reap_runs() -> list[int]:
     """Celery beat, every RUN_REAPER_INTERVAL_S: resume (or fail) runs whose worker stopped beating."""
-    return services.runs_reap()
+    return worker.runs_reap()
 
 
 @shared_task(name="labs.tasks.dispatch_runs")
@@ -36,7 +38,7 @@ def pause_runs_on_shutdown(sender=None, **kwargs) -> None:
     after the current step and checkpoint, so Celery's wait for the task is one step long and
     the run resumes on the next worker instead of being lost."""
     try:
-        paused = services.runs_request_pause(worker_host=str(sender))
+        paused = worker.runs_request_pause(worker_host=str(sender))
         if paused:
             log.info("asked %s run(s) on %s to pause for the shutdown", paused, sender)
     except Exception:  # the database may be gone too: the reaper resumes the run later
@@ -46,8 +48,6 @@ def pause_runs_on_shutdown(sender=None, **kwargs) -> None:
 @shared_task(name="labs.tasks.export_gguf")
 def export_gguf(run_id: int, quant: str) -> str:
     """Build a run's llama.cpp / Ollama download (export queue: CPU work, minutes at most)."""
-    from labs.exports import gguf_export_build
-
     return gguf_export_build(run_id=run_id, quant=quant).state
 
 
@@ -55,6 +55,4 @@ def export_gguf(run_id: int, quant: str) -> str:
 def clean_exports() -> dict:
     """Celery beat, hourly, on the export queue (the bundles lie on its worker's disk): expire old
     bundles and keep the rest within the disk budget."""
-    from labs.exports import exports_clean
-
     return exports_clean()

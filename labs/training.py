@@ -1,6 +1,6 @@
 """The worker side of a run: from a Run row to mlcore calls and back to an Outcome.
 
-Runs in the Celery gpu worker's child process (services.run_execute calls execute()); torch
+Runs in the Celery gpu worker's child process (labs.worker.run_execute calls execute()); torch
 and the model libraries are imported here, lazily, never in the web process or the worker's
 parent process.
 """

@@ -6,12 +6,13 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from labs import presenters
+from labs import exports, presenters
 from labs.access import get_group_for_user, get_run_for_user, is_unlimited, visible_to
 from labs.forms import RunForm, initial_from_config
 from labs.models import Lab, Run
 from labs.scheduling import prepare_estimate, queue_available
 from labs.services import LaunchRefused, clone_initial, group_launch, run_cancel, run_launch, upload_create
+from mlcore.gguf_export import ExportError
 
 MAX_COMPARE = 12
 
@@ -24,7 +25,7 @@ def lab_detail(request, slug: str):
     lab = get_object_or_404(Lab, slug=slug, is_active=True)
     recent = Run.objects.filter(lab=lab, owner=request.user)[:10] if request.user.is_authenticated else []
     return render(request, "labs/lab_detail.html", {
-        "lab": lab, "questions": presenters.lab_questions(lab), "recent_runs": recent,
+        "lab": lab, "recent_runs": recent,
         "preset_rows": presenters.config_rows(lab.preset), "durations": presenters.lab_durations(lab),
     })
 
@@ -79,7 +80,7 @@ def _launch(request, lab, form, multi_run, source):
 
 @login_required
 def run_list(request):
-    runs = Run.objects.visible_to(request.user).select_related("lab", "owner", "group")[:200]
+    runs = visible_to(request.user, Run.objects.all()).select_related("lab", "owner", "group")[:200]
     return render(request, "labs/run_list.html", {"runs": runs})
 
 
@@ -172,7 +173,7 @@ def compare(request):
 
 
 def _compare_picker(request, ticked: list[int], note: str, status: int = 200):
-    runs = Run.objects.visible_to(request.user).filter(owner=request.user).select_related("lab").order_by("-pk")[:100]
+    runs = visible_to(request.user, Run.objects.all()).filter(owner=request.user).select_related("lab").order_by("-pk")[:100]
     return render(request, "labs/compare.html", {
         "picker": runs, "ticked": set(ticked), "note": note, "max_compare": MAX_COMPARE,
     }, status=status)
@@ -191,9 +192,6 @@ def _run_with_adapter(request, pk: int) -> Run:
 @login_required
 def run_gguf(request, pk: int):
     """GET: the download panel (htmx polls it while a build runs). POST quant=...: start a build."""
-    from labs import exports
-    from mlcore.gguf_export import ExportError
-
     run = _run_with_adapter(request, pk)
     error, status, quant = "", 200, request.POST.get("quant", "")
     if request.method == "POST":
@@ -212,8 +210,6 @@ def run_gguf(request, pk: int):
 
 @login_required
 def run_gguf_download(request, pk: int, quant: str):
-    from labs import exports
-
     run = _run_with_adapter(request, pk)
     path = exports.bundle_path(run, quant)
     if exports.gguf_export_state(run=run, quant=quant).state != "ready":

@@ -9,6 +9,7 @@ Modules:
     errors         API errors (/api/, /v1/): always JSON, in the OpenAI error shape
     text           what learner text and JSON must be to be stored: no NUL or lone surrogate, bounded integers
     health         /healthz: database, Redis, at least one Celery worker
+    queue          send a Celery task by its name; the workers' remote control
     llm            the settings of the OpenAI-compatible endpoint the site may call
     dashboard      the learner's home after login
     models         PingJob, the diagnostics job (web -> Redis -> worker -> channel layer -> browser)

@@ -7,6 +7,8 @@ import redis
 from django.conf import settings
 from django.db import connection
 
+from ops import queue
+
 
 def check_database() -> tuple[bool, str]:
     try:
@@ -28,10 +30,8 @@ def check_redis() -> tuple[bool, str]:
 
 
 def check_workers() -> tuple[bool, str]:
-    from config.celery import app
-
     try:
-        replies = app.control.ping(timeout=1.0) or []
+        replies = queue.control().ping(timeout=1.0) or []
     except Exception as exc:
         return False, f"{type(exc).__name__}: {exc}"
     if not replies:

@@ -3,10 +3,10 @@ lives in quiz.services."""
 
 from datetime import datetime, timedelta
 
-from django.db.models import Avg, Count
+from django.db.models import Avg, Count, Q
 from django.utils import timezone
 
-from quiz.models import Answer, PracticeCard, Question, Quiz
+from quiz.models import Answer, Attempt, PracticeCard, Question, Quiz
 from quiz.vocab import TOPICS, topic_label
 
 # Fields of a question that the bank files hold, besides its slug and choices.
@@ -94,3 +94,25 @@ def progress_by_topic(*, user) -> list[dict]:
             "pct_mastered": round(100 * mastered / total), "pct_learning": round(100 * (len(seen) - mastered) / total),
         })
     return rows
+
+
+# --- what other apps' pages show ---------------------------------------------------------------
+
+
+def lab_questions(lab) -> list[dict]:
+    """The questions a lab answers (its page, through the lab_questions template tag): those the
+    lab file names, then every published question whose `lab:` is the lab. A named question not
+    (yet) in the bank is listed by its slug, without a link."""
+    rows = Question.objects.published().filter(Q(lab=lab.slug) | Q(slug__in=lab.questions))
+    found = {q.slug: {"slug": q.slug, "title": q.title, "url": q.get_absolute_url()} for q in rows}
+    named = [found.get(slug, {"slug": slug, "title": slug.replace("-", " ").capitalize(), "url": ""}) for slug in lab.questions]
+    others = sorted((q for slug, q in found.items() if slug not in lab.questions), key=lambda q: q["title"])
+    return named + others
+
+
+def latest_attempts(*, user) -> tuple[Attempt | None, Attempt | None]:
+    """(the learner's last finished quiz attempt, their open one): the home page's quiz card."""
+    last = (Attempt.objects.filter(user=user).exclude(state=Attempt.State.IN_PROGRESS)
+            .order_by("-submitted_at", "-id").first())
+    open_ = Attempt.objects.filter(user=user, state=Attempt.State.IN_PROGRESS).order_by("-started_at").first()
+    return last, open_

@@ -1,6 +1,9 @@
 """The map stays true: every top-level module of every package is named in ARCHITECTURE.md (in its
 package's section) and in its package's `__init__` docstring, so a newcomer finds each room from
-either place. A new module fails this test until it is named in both."""
+either place. A new module fails this test until it is named in both.
+
+And imports run one way (ARCHITECTURE.md, "Floors"): the import graph of the project's modules,
+read from their code, has no loop, and no module imports from a floor above its own."""
 
 import ast
 import re
@@ -74,3 +77,192 @@ def test_a_module_missing_from_the_page_is_caught(tmp_path):
     (tmp_path / "unknown.py").write_text("")
     assert modules(tmp_path) == ["known", "unknown"]
     assert [name for name in modules(tmp_path) if not named(name, docstring(tmp_path))] == ["unknown"]
+
+
+# --- imports run one way --------------------------------------------------------------------------
+
+# What a package may not import: mlcore at the bottom knows no app; content (markdown) neither;
+# no app imports the project package; labs stands below quiz and inference (they link to labs and
+# serve its runs), so it imports neither; ops, the infrastructure under every app, reads the
+# learner apps only through their selectors (the learner's home), never their models.
+APPS = ("accounts", "ops", "quiz", "labs", "inference")
+FORBIDDEN = {
+    "mlcore": ("config", "content", *APPS),
+    "content": ("config", *APPS),
+    **{app: ("config",) for app in APPS},
+    "labs": ("config", "quiz", "inference"),
+    "ops": ("config", "quiz.models", "labs.models"),
+}
+
+
+def module_name(root: Path, path: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_modules(root: Path, package_names) -> dict[str, Path]:
+    """Every module of these packages (migrations left out: Django loads them, nothing imports them)."""
+    found = {}
+    for name in package_names:
+        for path in sorted((root / name).rglob("*.py")):
+            if "migrations" not in path.parts:
+                found[module_name(root, path)] = path
+    return found
+
+
+def imports_in(name: str, path: Path):
+    """(names an import statement imports, its line, the function it is in or None) for every
+    import of the module, not counting those under `if TYPE_CHECKING:`. `from a import b` gives
+    "a.b"; relative imports are made absolute."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    todo = [(ast.parse(path.read_text(encoding="utf-8")), None)]
+    while todo:
+        node, function = todo.pop()
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            if isinstance(child, ast.Import):
+                yield [alias.name for alias in child.names], child.lineno, function
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    anchor = package.split(".")[: len(package.split(".")) - (child.level - 1)]
+                    base = ".".join(anchor + ([child.module] if child.module else []))
+                yield [f"{base}.{alias.name}" for alias in child.names], child.lineno, function
+            inner = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else function
+            todo.append((child, "<lambda>" if isinstance(child, ast.Lambda) else inner))
+
+
+def top_level_imports(name: str, path: Path) -> list[tuple[str, int]]:
+    """(imported name, line) of the imports that run when the module is imported: those in its
+    body, not in a function or under `if TYPE_CHECKING:`."""
+    return sorted((imported, line) for names, line, function in imports_in(name, path) if function is None
+                  for imported in names)
+
+
+def import_graph(root: Path, package_names) -> dict[str, dict[str, int]]:
+    """module -> {project module it imports at its top level: line}."""
+    modules = project_modules(root, package_names)
+
+    def resolve(imported: str) -> str | None:
+        while imported and imported not in modules:
+            imported = imported.rpartition(".")[0]
+        return imported or None
+
+    graph: dict[str, dict[str, int]] = {}
+    for name, path in modules.items():
+        edges = graph.setdefault(name, {})
+        for imported, line in top_level_imports(name, path):
+            target = resolve(imported)
+            if target and target != name:
+                edges.setdefault(target, line)
+    return graph
+
+
+def import_loops(graph: dict[str, dict[str, int]]) -> list[list[str]]:
+    """The loops: every group of two or more modules that import each other, directly or round a
+    chain (the strongly connected components, Tarjan's algorithm, iteratively)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    loops = []
+    for start in graph:
+        if start in index:
+            continue
+        work = [(start, iter(graph[start]))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, targets = work[-1]
+            target = next(targets, None)
+            if target is not None:
+                if target not in index:
+                    index[target] = low[target] = len(index)
+                    stack.append(target)
+                    on_stack.add(target)
+                    work.append((target, iter(graph.get(target, {}))))
+                elif target in on_stack:
+                    low[node] = min(low[node], index[target])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                group = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    group.append(member)
+                    if member == node:
+                        break
+                if len(group) > 1:
+                    loops.append(sorted(group))
+    return loops
+
+
+def upward_imports(graph: dict[str, dict[str, int]], forbidden=FORBIDDEN) -> list[str]:
+    """'module:line imports target' for each import a package's rule forbids."""
+    found = []
+    for name, edges in graph.items():
+        for target, line in edges.items():
+            banned = forbidden.get(name.split(".")[0], ())
+            if any(target == b or target.startswith(b + ".") for b in banned):
+                found.append(f"{name}:{line} imports {target}")
+    return sorted(found)
+
+
+def project_graph():
+    return import_graph(ROOT, [p.name for p in packages()])
+
+
+def test_the_project_has_no_import_loop():
+    loops = import_loops(project_graph())
+    assert not loops, (f"import loops: {loops}. Send a task by its name (ops.queue), or move what both need to the "
+                       "lower module; an import inside a function hides a loop, it does not remove it")
+
+
+def test_no_module_imports_from_a_floor_above_its_own():
+    found = upward_imports(project_graph())
+    assert not found, f"imports against the floors (ARCHITECTURE.md): {found}"
+
+
+def test_the_graph_sees_the_projects_imports():
+    # A guard against a graph that checks nothing: edges we know are there must be found.
+    graph = project_graph()
+    assert "labs.models" in graph["labs.access"] and "mlcore.config" in graph["mlcore.train"]
+    assert "labs.events" in graph["labs.worker"] and len(graph) > 100
+
+
+def write_package(root: Path, name: str, files: dict[str, str]) -> None:
+    (root / name).mkdir()
+    (root / name / "__init__.py").write_text("")
+    for module, text in files.items():
+        (root / name / f"{module}.py").write_text(text)
+
+
+def test_an_import_loop_is_caught_also_round_a_chain_and_through_relative_imports(tmp_path):
+    write_package(tmp_path, "app", {
+        "models": "import json\n",
+        "services": "from app.models import x\nfrom app import tasks\n",
+        "tasks": "from . import helpers\n",
+        "helpers": "def f():\n    from app import services  # in a function: not a loop at import time\n",
+        "views": "from .services import run\n",
+    })
+    assert import_loops(import_graph(tmp_path, ["app"])) == []
+    (tmp_path / "app" / "helpers.py").write_text("from .services import launch\n")
+    assert import_loops(import_graph(tmp_path, ["app"])) == [["app.helpers", "app.services", "app.tasks"]]
+
+
+def test_an_upward_import_is_caught(tmp_path):
+    write_package(tmp_path, "config", {"celery": ""})
+    write_package(tmp_path, "mlcore", {"train": "from labs.models import Run\n"})
+    write_package(tmp_path, "labs", {"models": "import mlcore.train\n", "services": "from config.celery import app\n",
+                                     "selectors": ""})
+    write_package(tmp_path, "ops", {"dashboard": "from labs import models\n", "home": "from labs.selectors import x\n"})
+    graph = import_graph(tmp_path, ["config", "mlcore", "labs", "ops"])
+    assert upward_imports(graph) == [
+        "labs.services:1 imports config.celery", "mlcore.train:1 imports labs.models", "ops.dashboard:1 imports labs.models",
+    ]
+

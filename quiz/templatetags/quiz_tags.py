@@ -1,6 +1,7 @@
 from django import template
 
 from content.markdown import render_markdown
+from quiz import selectors
 from quiz.vocab import topic_label as _topic_label
 
 register = template.Library()
@@ -25,3 +26,10 @@ def percent(value) -> str:
 @register.filter
 def get_item(mapping, key):
     return mapping.get(key) if mapping else None
+
+
+@register.simple_tag
+def lab_questions(lab) -> list[dict]:
+    """The questions a lab answers, for its page: `{% lab_questions lab as questions %}`. A tag
+    of the quiz app, so that labs' code never imports the quiz app (which stands on labs)."""
+    return selectors.lab_questions(lab)

@@ -16,7 +16,7 @@ def top(page, selector: str) -> float:
 
 def test_the_results_page_leads_with_the_comparison_and_ends_with_the_predictions(
         live_server, page, transactional_db, client, make_run, owner, screenshot):
-    from labs.services import event_append
+    from labs.events import event_append
 
     run = _realistic(make_run(owner))
     for step in range(1, 6):  # a loss curve to draw

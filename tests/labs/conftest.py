@@ -14,8 +14,9 @@ import pytest
 from django.core.management import call_command
 from django.test import override_settings
 
+from labs.events import event_append
 from labs.models import Lab, Run
-from labs.services import build_config, event_append
+from labs.services import build_config
 
 TINY = dict(base_model="tiny-test", dataset="reviews", epochs=1, batch_size=8, train_limit=16,
             learning_rate=0.01, eval_every=0, max_length=128)

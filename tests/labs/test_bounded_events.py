@@ -13,7 +13,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from labs.models import Run, RunEvent
-from labs.services import RunRecorder
+from labs.worker import RunRecorder
 from tests.labs.conftest import SERVER_ENV, make_run, session_cookie
 from tests.servers import daphne_server
 

@@ -26,7 +26,8 @@ def no_tasks_sent(monkeypatch):
     from labs import tasks
 
     sent = []
-    monkeypatch.setattr(tasks.export_gguf, "delay", lambda *args: sent.append(args))
+    # The service sends the task by name (ops.queue), which goes through the registered task's apply_async.
+    monkeypatch.setattr(tasks.export_gguf, "apply_async", lambda args=(), kwargs=None, **options: sent.append(tuple(args)))
     return sent
 
 

@@ -7,8 +7,8 @@ import pytest
 from django.utils import timezone
 
 from labs.models import Run, RunEvent
-from labs.services import runs_reap
 from labs.tasks import reap_runs, train_run
+from labs.worker import runs_reap
 from tests.labs.conftest import make_run
 
 
@@ -137,7 +137,7 @@ def test_a_run_waiting_on_a_cancelled_parent_fails_with_the_reason(owner_client,
 
 
 def test_the_event_numbers_are_consecutive_whoever_writes(owner):
-    from labs.services import event_append
+    from labs.events import event_append
 
     run = make_run(owner)
     for i in range(5):

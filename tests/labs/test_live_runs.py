@@ -133,7 +133,7 @@ def test_cancel_stops_a_running_run_within_a_step_and_a_queued_one_at_once(live,
 
 def test_an_idle_socket_stays_open_and_gets_the_next_event(live, client, owner):
     """Nothing to say for longer than the channel layer's 5 s blocking read must not kill the socket."""
-    from labs.services import event_append
+    from labs.events import event_append
     from tests.labs.conftest import make_run
 
     run = make_run(owner)  # queued, never sent to the worker

@@ -59,7 +59,7 @@ def test_the_live_badge_turns_into_finished_when_the_run_ends(tmp_path, page, tr
                                                                screenshot):
     from django.utils import timezone
 
-    from labs.services import event_append
+    from labs.events import event_append
     from tests.servers import daphne_server
 
     run = make_run(owner, status=Run.Status.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now())

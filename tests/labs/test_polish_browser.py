@@ -57,7 +57,7 @@ def test_launch_says_it_is_working_and_cannot_be_clicked_twice(live_server, page
 
 def test_the_live_page_streams_scoring_and_drops_the_eta_when_the_run_ends(tmp_path, page, transactional_db, client,
                                                                            owner):
-    from labs.services import event_append
+    from labs.events import event_append
     from tests.servers import daphne_server
 
     run = make_run(owner, status=Run.Status.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now())

@@ -6,9 +6,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from labs.events import event_append
 from labs.models import Run
-from labs.services import event_append, run_execute
 from labs.training import ProgressReport
+from labs.worker import run_execute
 from mlcore.config import TrainConfig
 from tests.labs.conftest import make_run
 

@@ -8,7 +8,7 @@ import pytest
 
 from labs.models import Run
 from labs.presenters import PREDICTIONS_PER_PAGE
-from labs.services import run_execute
+from labs.worker import run_execute
 from mlcore.data import load_bundled
 from tests.labs.conftest import make_run
 

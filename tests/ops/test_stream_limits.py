@@ -9,7 +9,7 @@ import pytest
 import websockets.exceptions  # the submodule itself: `websockets` only loads it lazily, on a first connect
 from django.test import Client
 
-from labs.services import event_append
+from labs.events import event_append
 from tests.labs.conftest import make_run, session_cookie
 from tests.servers import daphne_server
 

@@ -12,7 +12,7 @@ import psutil
 import pytest
 import websockets.exceptions  # the submodule itself: `websockets` only loads it lazily, on a first connect
 
-from labs.services import event_append
+from labs.events import event_append
 from scripts.runstack import web_command
 from tests.labs.conftest import make_run, session_cookie
 from tests.ops import test_safe_defaults as daphne_checks
