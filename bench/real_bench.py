@@ -38,7 +38,8 @@ DEV_FILE = ROOT.parent / "shared" / "data" / "sst3-dev.jsonl"
 # name -> (TrainConfig overrides, the training data: None for the bundled set, else a DataChoice).
 # SPLIT_GROUPS indices: 0 = parts A+B (the first release), 1 = part C (terse, one-line film),
 # 2 = part D (restaurants, film one-liners, telegraphic products), 3 = part E (critics' film and
-# book sentences, everyday product/restaurant/service lines, hard cases).
+# book sentences, everyday product/restaurant/service lines, hard cases), 4 = part F (critic and
+# audience sentences on films, TV, books, music, theatre, games; everyday customer lines).
 @dataclass(frozen=True)
 class DataChoice:
     groups: tuple[int, ...]
@@ -53,7 +54,8 @@ CANDIDATES: dict[str, tuple[dict, DataChoice | None]] = {
     "data A+B": ({}, DataChoice((0,))),
     "data A+B+C": ({}, DataChoice((0, 1))),
     "data A+B+C+D": ({}, DataChoice((0, 1, 2))),
-    "neutral verdict-free": ({}, DataChoice((0, 1, 2, 3), MILD_VERDICT_STYLES)),
+    "data A-E": ({}, DataChoice((0, 1, 2, 3))),
+    "neutral verdict-free": ({}, DataChoice((0, 1, 2, 3, 4), MILD_VERDICT_STYLES)),
     "prompt v1": ({"prompt_version": 1}, None),
     "prompt v2": ({"prompt_version": 2}, None),
     "epochs1": ({"epochs": 1}, None),
