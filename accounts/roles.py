@@ -8,6 +8,8 @@ runs; that is the permission labs.view_all_runs (labs.access), given to operator
 
 from __future__ import annotations
 
+from django.contrib.auth.models import Group, Permission
+
 CURATORS = "Curators"
 # (app, model) -> actions. The questions and quizzes; the revision log is read-only history.
 CURATOR_PERMISSIONS = {
@@ -24,8 +26,6 @@ def ensure_roles(sender=None, **kwargs) -> None:
     is sent once per app after auth created that app's permissions: only quiz's matters. A
     permission an operator added to the group by hand is taken away again: the role is defined
     here, once."""
-    from django.contrib.auth.models import Group, Permission
-
     if sender is not None and sender.label != "quiz":
         return
 
@@ -37,8 +37,6 @@ def ensure_roles(sender=None, **kwargs) -> None:
 
 def make_curator(user) -> None:
     """Staff (to use the admin) in the Curators group, and nothing more."""
-    from django.contrib.auth.models import Group
-
     user.is_staff = True
     user.save(update_fields=["is_staff"])
     user.groups.add(Group.objects.get(name=CURATORS))

@@ -251,26 +251,20 @@ print(ApiToken.issue(user=user, name="fuzz")[1])
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def fuzz_section(*, n: int = 1200, seed: int = 0) -> dict:
     """Start Redis + `make run`'s web server on free loopback ports (fresh database, production mode),
     fuzz, stop."""
     import httpx
 
     from mlcore.paths import models_dir
-    from scripts.redis_server import RedisServer
+    from scripts.redis_server import RedisServer, free_port
     from scripts.runstack import web_command
 
     tmp = Path(tempfile.mkdtemp(prefix="tunelab-fuzz-"))
     if models_dir().is_dir():  # the model caches are only read here and slow to build: share this checkout's
         (tmp / "var").mkdir()
         (tmp / "var" / "models").symlink_to(models_dir().resolve(), target_is_directory=True)
-    redis = RedisServer(port=_free_port(), data_dir=tmp / "redis", persist=False)
+    redis = RedisServer(port=free_port(), data_dir=tmp / "redis", persist=False)
     redis.start()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")},
            "DJANGO_SETTINGS_MODULE": "config.settings", "TUNELAB_VAR_DIR": str(tmp / "var"),
@@ -281,7 +275,7 @@ def fuzz_section(*, n: int = 1200, seed: int = 0) -> dict:
     try:
         token = subprocess.run([sys.executable, "-c", _SETUP], cwd=ROOT, env=env, capture_output=True, text=True,
                                check=True, timeout=300).stdout.strip().splitlines()[-1]
-        port = _free_port()
+        port = free_port()
         log = open(tmp / "web.log", "wb")
         # `make run`'s own web server (one process: the warm-up below loads the model in it).
         server = subprocess.Popen(web_command(sys.executable, host="127.0.0.1", port=port, processes=1, trusted_proxies=""),

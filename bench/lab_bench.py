@@ -35,6 +35,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mlcore.paths import var_dir  # noqa: E402  (this checkout's var/, as every tree's child reads it)
+
 DEFAULT_REF = "84d1e7a"  # the default lab before issue 12 (~510 s of training on 2 CPU cores)
 
 # Runs in the child with cwd = the tree; prints one JSON line. Only uses what every version of
@@ -85,7 +89,7 @@ def run_lab(tree: Path, device: str, overrides: dict | None = None) -> dict:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         launched = time.time()
         # Both trees read base models from this checkout's var/models (no cache build is timed).
-        env = os.environ | {"TUNELAB_VAR_DIR": os.environ.get("TUNELAB_VAR_DIR") or str(ROOT / "var")}
+        env = os.environ | {"TUNELAB_VAR_DIR": str(var_dir())}
         proc = subprocess.run(
             [sys.executable, "-c", CHILD, repr(launched), out, device, *([json.dumps(overrides)] if overrides else [])],
             cwd=tree, capture_output=True, text=True, env=env,

@@ -110,26 +110,23 @@ def run_trl(model_name: str, steps: int, seed: int, padded: bool) -> dict:
     import warnings
 
     from datasets import Dataset as HFDataset
-    from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
     from mlcore.classify import Classifier
     from mlcore.data import load_bundled
     from mlcore.evaluate import evaluate
-    from mlcore.prompt import labels_system_prompt, normalize_text
+    from mlcore.prompt import PromptFormat, chat_messages
     from mlcore.registry import load_base
-    from mlcore.train import lora_blocks
+    from mlcore.train import lora_config
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     config = bench_config(model_name, steps, seed)
     reviews = load_bundled("reviews")
-    system = labels_system_prompt(reviews.labels)
+    prompt = PromptFormat.default(reviews.labels, config.prompt_version)  # the prompt ours trains with
     # Prompt-completion format: TRL renders both with the chat template and masks the prompt.
     rows = [
-        {
-            "prompt": [{"role": "system", "content": system}, {"role": "user", "content": normalize_text(e.text)}],
-            "completion": [{"role": "assistant", "content": e.label}],
-        }
+        {"prompt": chat_messages(e.text, reviews.labels, prompt=prompt),
+         "completion": [{"role": "assistant", "content": e.label}]}
         for e in reviews.train
     ]
     model, tokenizer = load_base(model_name, device=DEVICE)
@@ -153,17 +150,7 @@ def run_trl(model_name: str, steps: int, seed: int, padded: bool) -> dict:
             logging_steps=10,
             disable_tqdm=True,
         )
-        top = lora_blocks(config, model.config.num_hidden_layers)  # the same blocks as ours
-        lora = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=list(config.target_modules),
-            layers_to_transform=top,
-            layers_pattern="layers" if top else None,
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
+        lora = lora_config(config, model.config.num_hidden_layers)  # the same adapter as ours
         trainer = SFTTrainer(
             model=model, args=args, train_dataset=HFDataset.from_list(rows), processing_class=tokenizer, peft_config=lora
         )
@@ -173,7 +160,7 @@ def run_trl(model_name: str, steps: int, seed: int, padded: bool) -> dict:
         rss, gpu = peak_rss_mb(), peak_gpu_mb()
     trained = trainer.model
     trained.eval()
-    test = evaluate(Classifier(trained, tokenizer, reviews.labels), reviews.test)["metrics"]
+    test = evaluate(Classifier(trained, tokenizer, reviews.labels, prompt=prompt), reviews.test)["metrics"]
     return {
         "samples_per_s": steps * BATCH_SIZE / seconds,
         "peak_rss_mb": rss,

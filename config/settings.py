@@ -12,10 +12,11 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_float, env_int, env_list, env_str
+from mlcore.paths import var_dir
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Runtime files (database, Redis data, model cache, run artifacts) live here, git-ignored.
-VAR_DIR = Path(env_str("TUNELAB_VAR_DIR", str(BASE_DIR / "var")))
+VAR_DIR = var_dir()  # TUNELAB_VAR_DIR, else <repo>/var
 # Only this account may enter: it holds the SQLite database (sessions, API token hashes), the
 # secret key and learners' artifacts. An existing var/ that others can enter is closed too.
 VAR_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)

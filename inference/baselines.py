@@ -26,6 +26,7 @@ from labs.models import Run
 from labs.scheduling import estimate_tokenizer
 from labs.training import load_dataset
 from mlcore.prompt import DEFAULT_MAX_TEXT_TOKENS, cut_shots, pick_shots
+from mlcore.registry import load_base
 from ops import limits, queue
 from ops.llm import llm_configured
 
@@ -160,8 +161,6 @@ def baselines_compute(*, run_id: int) -> list[BaselineResult]:
                 _compute_api(row, context)
             else:
                 if method != Method.FINETUNED and base is None:
-                    from mlcore.registry import load_base
-
                     base = load_base(run.config["base_model"])
                 _compute_local(row, context, base)
         except Exception as exc:
@@ -175,7 +174,7 @@ def _shots(row: BaselineResult, context: _Context) -> list:
 
 
 def _compute_local(row: BaselineResult, context: _Context, base) -> None:
-    from mlcore.classify import Classifier, load_classifier
+    from mlcore.classify import Classifier, load_classifier  # mlcore.classify imports torch: only when a model runs
 
     if row.method == Method.FINETUNED:
         classifier = load_classifier(context.run.config["base_model"], storage.adapter_dir(context.run), merge=True,

@@ -4,6 +4,8 @@ import io
 from django import forms
 from django.conf import settings
 
+from inference.services import text_problem
+
 MAX_CSV_BYTES = 2_000_000
 
 
@@ -79,7 +81,6 @@ class PlaygroundForm(forms.Form):
         empty = [i for i, text in enumerate(texts) if not text]
         if empty:
             raise forms.ValidationError(f"Row {empty[0] + 1 + has_header} of the file has an empty text.")
-        from inference.services import text_problem
 
         for i, text in enumerate(texts):
             problem = text_problem(text)

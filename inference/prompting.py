@@ -22,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
+import openai
+
 from mlcore.prompt import chat_messages, prompt_token_count
 
 UNPARSEABLE = "(unparseable)"  # stands for a reply naming no label: never equal to a true label
@@ -100,8 +102,7 @@ class ApiConfigError(Exception):
 def evaluate_api(examples, labels, *, shots=(), base_url: str, api_key: str, model: str, timeout_s: float,
                  concurrency: int = 4, max_retries: int = 2) -> Evaluation:
     """Classify every example through the chat-completions API and score the parsed replies."""
-    import openai
-
+    # mlcore.metrics imports scikit-learn (~1 s): only when metrics are computed
     from mlcore.metrics import compute_metrics
 
     client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=max_retries)
@@ -162,6 +163,7 @@ def evaluate_api(examples, labels, *, shots=(), base_url: str, api_key: str, mod
 def evaluate_local(classifier, examples) -> Evaluation:
     """Score `classifier` one review at a time, as a served request would be: the latency is
     per classification at batch 1 (the prefix cache is built before the clock starts)."""
+    # mlcore.metrics imports scikit-learn (~1 s): only when metrics are computed
     from mlcore.metrics import compute_metrics
 
     if examples:

@@ -21,6 +21,9 @@ from inference.serving import Loaded, classifiers
 from labs import storage
 from labs.access import get_run_for_user, visible_to
 from labs.models import Run
+from mlcore.data import DEFAULT_LABELS, LABEL_ORDER
+from mlcore.prompt import prompt_token_count, truncate_text
+from mlcore.registry import BASE_MODELS, ModelNotAvailable, available_user_models, get_spec, how_to_provide
 from ops.text import text_problem  # (also imported from here by the API and forms)
 
 MAX_TEXT_CHARS = 20_000  # cut before tokenising: far past the token limit, and cheap to tokenise
@@ -74,8 +77,6 @@ class Classified:
 
 def base_model_names() -> list[str]:
     """Base models this server offers for zero-shot classification (weights on disk), default first."""
-    from mlcore.registry import available_user_models
-
     names = [spec.name for spec in available_user_models()]
     if settings.LABS_ALLOW_TEST_MODEL:  # the tiny random model, for tests only
         names.append("tiny-test")
@@ -103,12 +104,7 @@ def target_for_run(user, run_id) -> Target:
 
 
 def target_for_base(name: str, labels=None) -> Target:
-    from mlcore.data import DEFAULT_LABELS, LABEL_ORDER
-    from mlcore.registry import get_spec
-
     if name not in base_model_names():
-        from mlcore.registry import BASE_MODELS, how_to_provide
-
         if name in BASE_MODELS and BASE_MODELS[name].user_visible:  # known, but its weights are not here
             raise ModelUnavailable(how_to_provide(name))
         raise Http404(f"No model named {name!r}. Use a base model ({', '.join(base_model_names())}) "
@@ -212,15 +208,14 @@ def _set_threads() -> None:
     global _threads_set
     with _threads_lock:
         if not _threads_set and settings.INFERENCE_THREADS:
-            import torch
+            import torch  # torch: seconds and ~1 GB to load, only when a model runs
 
             torch.set_num_threads(settings.INFERENCE_THREADS)
         _threads_set = True
 
 
 def _load(target: Target):
-    from mlcore.classify import load_classifier
-    from mlcore.registry import ModelNotAvailable
+    from mlcore.classify import load_classifier  # mlcore.classify imports torch: only when a model runs
 
     _set_threads()
     try:
@@ -262,8 +257,6 @@ def prediction_json(prediction) -> dict:
 def usage(loaded: Loaded, text: str, label: str) -> dict:
     """OpenAI-style token usage of one classification: the whole templated prompt the model
     reads, and the label's tokens as the completion (it is what the answer holds)."""
-    from mlcore.prompt import prompt_token_count, truncate_text
-
     classifier = loaded.classifier
     tokenizer = classifier.tokenizer
     text, _ = truncate_text(tokenizer, text[:MAX_TEXT_CHARS], classifier.max_text_tokens)

@@ -29,6 +29,8 @@ from collections.abc import Callable, Hashable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from django.conf import settings
+
 logger = logging.getLogger(__name__)
 
 
@@ -77,7 +79,7 @@ class Loaded:
             return self.classifier
         labels = tuple(labels)
         if labels not in self._variants:
-            from mlcore.classify import Classifier
+            from mlcore.classify import Classifier  # mlcore.classify imports torch: only when a model runs
 
             base = self.classifier
             self._variants[labels] = Classifier(base.model, base.tokenizer, list(labels), fuse=True,
@@ -214,8 +216,6 @@ class ClassifierCache:
 
 def _setting(name: str):
     def read():
-        from django.conf import settings
-
         return getattr(settings, name)
 
     return read

@@ -25,6 +25,8 @@ from inference import baselines, ratelimit, services
 from inference.forms import ApiTokenForm, BaselinesForm, PlaygroundForm
 from inference.models import ApiToken
 from inference.serving import LoadsBusy
+from labs.access import get_run_for_user
+from labs.models import Run
 from labs.presenters import missing_model_notes_for
 
 MAX_ACTIVE_TOKENS = 20
@@ -192,9 +194,6 @@ def token_revoke(request, pk: int):
 
 
 def _run_or_404(request, pk):
-    from labs.access import get_run_for_user
-    from labs.models import Run
-
     run = get_run_for_user(request.user, pk)
     if run.status != Run.Status.SUCCEEDED:
         raise Http404("Baselines need a run that succeeded.")

@@ -34,6 +34,7 @@ from labs.access import is_unlimited
 from labs.models import Run
 from mlcore import gguf_export
 from mlcore.prompt import PromptFormat
+from mlcore.registry import load_tokenizer
 from ops import limits, queue
 
 log = logging.getLogger(__name__)
@@ -177,8 +178,7 @@ def exports_clean(*, now: float | None = None) -> dict:
 
 def gguf_export_build(*, run_id: int, quant: str) -> ExportState:
     """In the worker: merge, quantize, bundle. Any failure ends as a 'failed' state with the reason."""
-    from mlcore.classify import read_labels
-    from mlcore.registry import load_tokenizer
+    from mlcore.classify import read_labels  # mlcore.classify imports torch: only when a model runs
 
     run = Run.objects.get(pk=run_id)
     if not run.has_adapter:

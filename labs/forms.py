@@ -6,7 +6,7 @@ from labs.models import DatasetUpload, Lab, Run
 from labs.presenters import missing_model_notes_for
 from labs.services import build_config, upload_parse
 from mlcore.config import ConfigError, ConfigField, TrainConfig, config_fields
-from mlcore.data import BUNDLED, MAX_UPLOAD_BYTES, DatasetError
+from mlcore.data import BUNDLED, LABEL_ORDER, MAX_UPLOAD_BYTES, SPLIT_FRACTIONS, DatasetError
 from mlcore.registry import BASE_MODELS, available_user_models
 
 # The launch form's settings are TrainConfig's shown fields, generated from their declarations
@@ -55,7 +55,8 @@ class RunForm(ConfigForm):
     upload = forms.FileField(
         required=False, label="…or upload a dataset",
         help_text='JSONL, one {"text": ..., "label": ...} per line, or CSV with a header row text,label. '
-        "Labels: positive, negative, neutral, mixed. Split 65/12/23 into train/validation/test.",
+        f"Labels: {', '.join(LABEL_ORDER)}. Split {'/'.join(str(round(100 * f)) for f in SPLIT_FRACTIONS)} into "
+        "train/validation/test.",
     )
     continue_from = forms.ModelChoiceField(
         queryset=Run.objects.none(), required=False, label="Continue from",

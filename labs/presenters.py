@@ -14,6 +14,8 @@ from django.template.loader import select_template
 from labs import storage
 from labs.models import Lab, Run
 from mlcore.config import Setting, config_fields
+from mlcore.gguf_export import BITS_PER_WEIGHT, QUANTS
+from mlcore.registry import how_to_provide, is_available, user_models
 
 LOG_TAIL = 40
 PREDICTIONS_PER_PAGE = 100
@@ -41,8 +43,6 @@ def field_label(name: str) -> str:
 def missing_model_notes_for(user) -> list[str]:
     """Base models a learner cannot choose here. A learner is told the model is not installed on
     this server (nothing they can change); staff, who run the server, are told how to install it."""
-    from mlcore.registry import how_to_provide, is_available, user_models
-
     missing = [spec for spec in user_models() if not is_available(spec.name)]
     if getattr(user, "is_staff", False):
         return [how_to_provide(spec.name) for spec in missing]
@@ -324,8 +324,6 @@ def quantization_panel(metrics: dict, predictions: list[dict]) -> dict | None:
     """The 4-bit table (labs.training.check_exports): the classifier as trained, then each GGUF
     export with its file size, how many test labels it kept, its macro-F1, and the reviews whose
     label it changed. None for a run of a lab that exports nothing."""
-    from mlcore.gguf_export import BITS_PER_WEIGHT, QUANTS
-
     checked, test = metrics.get("quantization"), metrics.get("test") or {}
     if not checked:
         return None

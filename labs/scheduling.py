@@ -18,7 +18,6 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
 
-import redis
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
@@ -33,6 +32,7 @@ from mlcore.cost import estimate_cost, estimate_fewshot_cost
 from mlcore.prompt import DEFAULT_MAX_TEXT_TOKENS
 from mlcore.registry import DEFAULT_BASE_MODEL, ModelNotAvailable, load_tokenizer
 from ops import queue
+from ops.health import redis_answers
 
 log = logging.getLogger(__name__)
 
@@ -332,11 +332,4 @@ def runs_resend_lost(*, now=None) -> list[int]:
 
 def queue_available() -> bool:
     """Is the broker reachable right now (1 s at most)? Checked before a launch writes anything."""
-    try:
-        client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=1, socket_timeout=1)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:
-        return False
+    return redis_answers(settings.CELERY_BROKER_URL)[0]

@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from labs import storage
 from labs.models import Run
+from mlcore.config import TrainConfig, select_examples
+from mlcore.data import Example, load_bundled, split_examples
+from mlcore.gguf_export import ExportError, check_exportable
+from mlcore.masking import encode, token_view
+from mlcore.prompt import cut_shots, pick_shots, prompt_token_count
+from mlcore.registry import load_base, load_tokenizer
 
 
 class RunError(Exception):
@@ -35,8 +43,6 @@ def load_dataset(run: Run):
 def dataset_of(config: dict, upload):
     """A run's dataset, from its config and upload. Uploads are split with a fixed seed (0), not
     the run's seed, so every run on one upload is scored on the same test examples."""
-    from mlcore.data import Example, load_bundled, split_examples
-
     if upload is not None:
         examples = [Example(row["text"], row["label"]) for row in upload.examples]
         return split_examples(examples, 0, name=upload.dataset_key)
@@ -46,8 +52,6 @@ def dataset_of(config: dict, upload):
 def execute(run: Run, recorder, *, resume: bool = False) -> Outcome:
     """Train (or prompt) the run. resume=True: a worker was lost or paused mid-run; continue
     from the checkpoint in its artifact folder, if one was written."""
-    from mlcore.config import TrainConfig
-
     config = TrainConfig.from_dict(run.config)
     if run.continue_from_id:
         config.continue_from = str(_parent_adapter(run, config))
@@ -75,10 +79,6 @@ def _parent_adapter(run: Run, config):
 
 def _save_token_view(run: Run, config, dataset, labels) -> None:
     """What the model reads and what it is graded on, for the first training example."""
-    from mlcore.config import select_examples
-    from mlcore.masking import encode, token_view
-    from mlcore.registry import load_tokenizer
-
     examples = select_examples(dataset.train, config.train_limit, config.seed)
     if not examples:
         return
@@ -89,7 +89,7 @@ def _save_token_view(run: Run, config, dataset, labels) -> None:
 
 
 def _fine_tune(run: Run, config, dataset, recorder, *, resume: bool = False) -> Outcome:
-    from mlcore.train import train
+    from mlcore.train import train  # mlcore.train imports torch: only when a model runs
 
     out_dir = run.artifact_dir  # this host's working folder; what other hosts need goes to the store
     if not resume:
@@ -139,12 +139,7 @@ def check_exports(plan: list[dict], base_model: str, adapter_dir, examples, pred
     (mlcore.gguf_classify.check_export). None when the run is cancelled (or paused) between two.
 
     {"rows": [check_export's dict per export], "n": test examples, "error": why there are no rows}"""
-    import tempfile
-    from pathlib import Path
-
-    from mlcore.gguf_classify import check_export
-    from mlcore.gguf_export import ExportError, check_exportable
-    from mlcore.registry import load_tokenizer
+    from mlcore.gguf_classify import check_export  # mlcore.gguf_classify imports torch: only when a model runs
 
     try:
         check_exportable(base_model)  # the learner may have picked another base model in the form
@@ -238,7 +233,7 @@ class ProgressReport:
 
 def checkpoint_step(out_dir) -> int:
     """The step of the resumable checkpoint train() left in out_dir (0: none)."""
-    import torch
+    import torch  # torch: seconds and ~1 GB to load, only when a model runs
 
     state = out_dir / "checkpoint" / "trainer_state.pt"
     return int(torch.load(state, weights_only=False)["step"]) if state.exists() else 0
@@ -247,12 +242,8 @@ def checkpoint_step(out_dir) -> int:
 def _few_shot(run: Run, config, dataset, labels, recorder) -> Outcome:
     """No training: the base model with `run.shots` labelled examples in the prompt, scored
     by the same classifier and evaluate code as a fine-tuned run, on the same test split."""
-    import time
-
-    from mlcore.classify import Classifier
+    from mlcore.classify import Classifier  # mlcore.classify imports torch: only when a model runs
     from mlcore.evaluate import evaluate
-    from mlcore.prompt import cut_shots, pick_shots, prompt_token_count
-    from mlcore.registry import load_base
 
     started = time.perf_counter()
     recorder.log(f"Loading {config.base_model}; {run.shots} demonstrations go into every prompt.")

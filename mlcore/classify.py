@@ -21,13 +21,18 @@ The prefix cache snapshots the weights: build a new Classifier after changing th
 
 from __future__ import annotations
 
+import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .data import DEFAULT_LABELS
+from .fused import FusedDecoder, supports
 from .masking import prompt_and_answer_ids
 from .prompt import DEFAULT_MAX_TEXT_TOKENS, PromptFormat, cut_shots, normalize_text, render_prompt, split_prompt, truncate_text
+from .registry import DEFAULT_BASE_MODEL, load_base
 
 _PROBE_TEXT = "The strap broke after two days, but the seller replaced it."
 
@@ -152,8 +157,6 @@ class Classifier:
         self._prefix_kv = None
         self._fused = None
         if fuse and use_prefix_cache and self._single_token and fusing_pays_on(self._device):
-            from .fused import FusedDecoder, supports
-
             if supports(causal_lm):
                 self._fused = FusedDecoder.of(causal_lm)
         if use_prefix_cache:  # now, not on first use: two threads must not both build it
@@ -205,7 +208,7 @@ class Classifier:
         return self._prefix_kv
 
     def _prefix_cache(self, batch: int):
-        from transformers import DynamicCache
+        from transformers import DynamicCache  # transformers (torch): only when a model runs
 
         # expand() is a view; the cache copies once when it appends this batch's keys/values.
         return DynamicCache(
@@ -257,7 +260,7 @@ class Classifier:
 
     def _score_sequences(self, last, cache, mask, last_positions) -> torch.Tensor:
         """Sum of log-probabilities of each label's tokens, continuing after the prompt."""
-        from transformers import DynamicCache
+        from transformers import DynamicCache  # transformers (torch): only when a model runs
 
         first = torch.log_softmax(self._head(last).float(), dim=-1)
         kv = [(layer.keys, layer.values) for layer in cache.layers]
@@ -287,8 +290,6 @@ BACKENDS = ("torch", "openvino")  # what computes a loaded classifier's decoder 
 
 
 def read_labels(adapter_dir) -> list[str]:
-    import json
-
     return json.loads((Path(adapter_dir) / "labels.json").read_text())
 
 
@@ -315,10 +316,6 @@ def load_classifier(
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
-    import json
-
-    from .data import DEFAULT_LABELS
-    from .registry import DEFAULT_BASE_MODEL, load_base
 
     prompt = None  # a base model alone: the current default prompt
     if adapter_dir is not None:
@@ -335,9 +332,7 @@ def load_classifier(
         prompt = PromptFormat.for_adapter(adapter_dir, labels)
     model, tokenizer = load_base(base_name or DEFAULT_BASE_MODEL, device=device)
     if adapter_dir is not None:
-        import warnings
-
-        from peft import PeftModel
+        from peft import PeftModel  # peft (torch): only when an adapter is loaded
 
         # peft 0.21 still calls a transformers method deprecated in 5.x; the warning is not ours.
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from .config import TrainConfig, select_examples
 from .data import Dataset
+from .prompt import DEFAULT_MAX_TEXT_TOKENS, cut_shots, pick_shots, prompt_token_count, render_prompt
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,6 @@ def count_evals(config: TrainConfig, total_steps: int, steps_per_epoch: int) -> 
 
 def example_lengths(tokenizer, texts: list[str], labels: list[str], max_length: int) -> list[int]:
     """Tokens per example: the review's tokens plus the prompt template and answer, at most max_length."""
-    from .prompt import render_prompt
-
     overhead = len(tokenizer(render_prompt(tokenizer, "", labels), add_special_tokens=False)["input_ids"]) + 2
     if not texts:
         return []
@@ -61,8 +60,6 @@ def example_lengths(tokenizer, texts: list[str], labels: list[str], max_length: 
 def prompt_lengths(tokenizer, texts: list[str], labels: list[str], shots=()) -> list[int]:
     """Tokens the classifier reads per review: the prompt (with the shots, if any) and the review
     cut to DEFAULT_MAX_TEXT_TOKENS, as mlcore.classify scores it."""
-    from .prompt import DEFAULT_MAX_TEXT_TOKENS, prompt_token_count
-
     overhead = prompt_token_count(tokenizer, "", labels, shots)
     if not texts:
         return []
@@ -74,8 +71,6 @@ def estimate_fewshot_cost(config: TrainConfig, dataset: Dataset, tokenizer, k: i
     """A few-shot run (labs.training) trains nothing: it scores the test split with the k examples
     in every prompt, then without them (the zero-shot baseline). The examples are picked and cut
     exactly as the run does (pick_shots, cut_shots) and counted in every prompt they go into."""
-    from .prompt import cut_shots, pick_shots
-
     labels = list(config.labels or dataset.labels)
     shots = cut_shots(tokenizer, pick_shots(dataset.train, labels, k, seed=config.seed))
     texts = [e.text for e in dataset.test]

@@ -15,13 +15,16 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import os
+import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from .classify import Prediction
-from .gguf_export import LABELS_KEY, MAX_TEXT_TOKENS_KEY, PROMPT_KEY, PROMPT_VERSION_KEY
+from .classify import Classifier, Prediction
+from .gguf_export import DEFAULT_ROUNDING, LABELS_KEY, MAX_TEXT_TOKENS_KEY, PROMPT_KEY, PROMPT_VERSION_KEY, export_merged
 from .prompt import DEFAULT_MAX_TEXT_TOKENS, UNVERSIONED, PromptFormat, normalize_text, split_prompt, truncate_text
+from .registry import DEFAULT_BASE_MODEL, load_tokenizer
 
 
 def check_export(adapter_dir, examples, reference: list[str], *, quant: str, rounding: str | None, work_dir,
@@ -38,9 +41,7 @@ def check_export(adapter_dir, examples, reference: list[str], *, quant: str, rou
     transformers' loader dequantizes the file's blocks exactly, so a disagreement is the
     rounding's doing; llama.cpp adds its own (8-bit activations: bench/README.md).
     """
-    import time
-
-    from .gguf_export import DEFAULT_ROUNDING, export_merged
+    # mlcore.metrics imports scikit-learn (~1 s): only when metrics are computed
     from .metrics import agreement, compute_metrics
 
     started = time.perf_counter()
@@ -70,7 +71,7 @@ def llama_cpp_available() -> bool:
 def gguf_metadata(path) -> tuple[list[str], int, PromptFormat]:
     """(labels, max_text_tokens, prompt) recorded in an exported file; a file exported before
     prompts were versioned was trained with version 1."""
-    import gguf
+    import gguf  # gguf: only when a GGUF file is read or written
 
     fields = gguf.GGUFReader(path).fields
     if LABELS_KEY not in fields:
@@ -108,10 +109,7 @@ def load_gguf_classifier(path, *, backend: str = "auto", tokenizer=None, n_threa
 def transformers_gguf_classifier(path, labels, *, max_text_tokens: int = DEFAULT_MAX_TEXT_TOKENS, tokenizer=None,
                                  prompt: PromptFormat | None = None):
     """The file dequantized by transformers' GGUF loader, served by mlcore's Classifier."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .classify import Classifier
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # transformers: seconds to import, only here
 
     path = Path(path)
     if tokenizer is None:
@@ -136,9 +134,7 @@ class LlamaCppClassifier:
     def __init__(self, path, labels, *, max_text_tokens: int = DEFAULT_MAX_TEXT_TOKENS, n_threads: int | None = None,
                  max_batch: int = 32, lora=None, prompt: PromptFormat | None = None):
         """lora: an adapter GGUF (export_gguf --adapter-only) applied on top of `path`, as --lora does."""
-        import llama_cpp as lc
-
-        from .registry import DEFAULT_BASE_MODEL, load_tokenizer
+        import llama_cpp as lc  # llama.cpp is optional (make llama-cpp): only to check an export
 
         self._lc = lc
         self.labels = list(labels)
@@ -258,7 +254,7 @@ def _quiet(level, text, user_data):  # llama.cpp logs every tensor at load; keep
 
 def _make_quiet_log():
     try:
-        import llama_cpp
+        import llama_cpp  # llama.cpp is optional (make llama-cpp): only to check an export
 
         return llama_cpp.llama_log_callback(_quiet)
     except ImportError:

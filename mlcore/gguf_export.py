@@ -40,15 +40,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 import tempfile
+import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import load_file
 
-from .prompt import PromptFormat
+from .data import load_bundled
+from .prompt import DEFAULT_MAX_TEXT_TOKENS, PromptFormat, render_prompt
+from .registry import DEFAULT_BASE_MODEL, get_spec, load_base, model_path, packaged_gguf
 
 # Our quants -> the GGML type of the big 2-D tensors and the llama.cpp file type they make.
 QUANTS = {"f16": ("F16", "MOSTLY_F16"), "q8_0": ("Q8_0", "MOSTLY_Q8_0"), "q4_0": ("Q4_0", "MOSTLY_Q4_0")}
@@ -115,8 +122,6 @@ def gguf_architecture(path) -> str:
     """general.architecture from a GGUF file's header. gguf.GGUFReader maps every tensor first
     (7 s on a busy CPU, too slow for a web request); the header's first keys are enough, and
     llama.cpp's writers put this one first."""
-    import struct
-
     with open(path, "rb") as f:
         magic, _version, _tensors, keys = struct.unpack("<4sIQQ", f.read(24))
         if magic != b"GGUF":
@@ -133,7 +138,7 @@ def gguf_architecture(path) -> str:
                 break  # an array before it: let the full reader find it
             if name == "general.architecture":
                 return str(value)
-    import gguf
+    import gguf  # gguf: only when a GGUF file is read or written
 
     return str(gguf.GGUFReader(path).fields["general.architecture"].contents())
 
@@ -142,8 +147,6 @@ def check_exportable(base_name: str) -> None:
     """Refuse a base model this export cannot write, from its config alone, before any weights
     load: a llama-architecture model shipped as GGUF (the tokenizer fields are copied from that
     file). A Qwen run used to load and merge its whole model before _check_llama refused it."""
-    from .registry import DEFAULT_BASE_MODEL, get_spec, model_path, packaged_gguf
-
     spec = get_spec(base_name)
     if spec.source == "tiny-test":  # built from the default model's config and tokenizer
         spec = get_spec(DEFAULT_BASE_MODEL)
@@ -210,12 +213,8 @@ class ExportResult:
 
 def merged_model(adapter_dir, *, base_name: str | None = None):
     """(base + adapter merged as a float32 CPU model, its tokenizer, base model name, labels)."""
-    import warnings
-
-    import torch
+    import torch  # torch: seconds and ~1 GB to load, only when a model runs
     from peft import PeftModel
-
-    from .registry import load_base
 
     config = check_adapter_dir(adapter_dir)
     base_name = base_name or config["base_model"]
@@ -230,9 +229,8 @@ def calibration_hessians(model, tokenizer, labels, weight_names: set[str], promp
     """{transformers weight name: H of its layer's inputs} over the first training reviews of the
     bundled set, rendered in the classifier's prompt: what calibrated rounding weighs errors by.
     Training reviews only, so an export's agreement measured on the test split is not tuned to it."""
-    from .data import load_bundled
+    # mlcore.gguf_quant imports torch: only when a model runs
     from .gguf_quant import CALIBRATION_REVIEWS, input_hessians
-    from .prompt import render_prompt
 
     reviews = load_bundled("reviews").train[:CALIBRATION_REVIEWS]
     prompts = [render_prompt(tokenizer, e.text, labels, prompt=prompt) for e in reviews]
@@ -262,7 +260,7 @@ def export_merged(adapter_dir, out, *, quant: str = DEFAULT_QUANT, base_name: st
     prompt = PromptFormat.for_adapter(adapter_dir, labels)
     state, config = model.state_dict(), model.config
     _check_llama(config)
-    import gguf
+    import gguf  # gguf: only when a GGUF file is read or written
 
     name_map = gguf.TensorNameMap(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
     adapted = adapted_weights(adapter_dir)
@@ -296,8 +294,6 @@ def adapted_weights(adapter_dir) -> set[str] | None:
     """transformers names of the weights the adapter changes (peft's lora_A keys say which
     modules it wraps: only the top blocks by default); None when it saves other tensors whole
     (modules_to_save), which then count as changed too: nothing is kept."""
-    from safetensors import safe_open
-
     with safe_open(Path(adapter_dir) / "adapter_model.safetensors", framework="numpy") as f:
         keys = list(f.keys())
     if any(".lora_" not in key for key in keys):
@@ -308,9 +304,7 @@ def adapted_weights(adapter_dir) -> set[str] | None:
 def _packaged_tensors(base_name: str, adapted: set[str] | None) -> dict[str, tuple[np.ndarray, str]]:
     """transformers name -> (raw bytes, GGML type) of each base tensor the adapter left alone,
     read from the packaged GGUF our torch base was dequantized from; {} for other bases."""
-    import gguf
-
-    from .registry import get_spec, packaged_gguf
+    import gguf  # gguf: only when a GGUF file is read or written
 
     spec = get_spec(base_name)
     if spec.source != "gguf-package" or adapted is None:
@@ -358,9 +352,9 @@ def _llama_cpp_layout(gguf_name: str, data: np.ndarray, config) -> np.ndarray:
 
 
 def _encode(data: np.ndarray, kind: str, hessian=None) -> np.ndarray:
-    import gguf
+    import gguf  # gguf: only when a GGUF file is read or written
 
-    from .gguf_quant import GRIDS, quantize_calibrated
+    from .gguf_quant import GRIDS, quantize_calibrated  # mlcore.gguf_quant imports torch: only when a model runs
 
     if hessian is not None and kind in GRIDS:
         return quantize_calibrated(data, hessian, kind)
@@ -374,9 +368,7 @@ def _encode(data: np.ndarray, kind: str, hessian=None) -> np.ndarray:
 def _tokenizer_fields(base_name: str):
     """The tokenizer.* fields of the GGUF our tokenizer comes from (the tiny test model borrows
     the default model's tokenizer, so it borrows its GGUF's fields too)."""
-    import gguf
-
-    from .registry import DEFAULT_BASE_MODEL, get_spec, packaged_gguf
+    import gguf  # gguf: only when a GGUF file is read or written
 
     spec = get_spec(base_name)
     if spec.source == "tiny-test":
@@ -388,7 +380,7 @@ def _tokenizer_fields(base_name: str):
 
 
 def _copy_field(writer, field) -> None:
-    import gguf
+    import gguf  # gguf: only when a GGUF file is read or written
 
     main = field.types[0]
     if main == gguf.GGUFValueType.ARRAY:
@@ -398,9 +390,7 @@ def _copy_field(writer, field) -> None:
 
 
 def _write_model_metadata(writer, config, base_name: str, labels: list[str], quant: str, n_kept: int, prompt) -> None:
-    import gguf
-
-    from .prompt import DEFAULT_MAX_TEXT_TOKENS
+    import gguf  # gguf: only when a GGUF file is read or written
 
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(f"tunelab classifier ({base_name} + LoRA)")
@@ -432,7 +422,7 @@ def _write_model_metadata(writer, config, base_name: str, labels: list[str], qua
 
 def _write_atomic(out: Path, add_metadata, arrays: dict[str, tuple[np.ndarray, str]]) -> Path:
     """Write a GGUF to a temporary file beside `out`, then rename it into place."""
-    import gguf
+    import gguf  # gguf: only when a GGUF file is read or written
 
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
@@ -482,17 +472,14 @@ def export_adapter(adapter_dir, out, *, base_name: str | None = None) -> ExportR
     (numpy order; ggml's ne is reversed). llama.cpp scales B·A by adapter.lora.alpha / r, as peft
     does. q/k rows are permuted like their base weights: only B carries output rows.
     """
-    import gguf
-    from safetensors.numpy import load_file
+    import gguf  # gguf: only when a GGUF file is read or written
 
     train_config = check_adapter_dir(adapter_dir)
     adapter_dir = Path(adapter_dir)
     peft_config = json.loads((adapter_dir / "adapter_config.json").read_text())
     if peft_config.get("use_dora"):
         raise ExportError("DoRA adapters have no llama.cpp GGUF form; export the merged model instead")
-    from transformers import AutoConfig
-
-    from .registry import model_path
+    from transformers import AutoConfig  # transformers (torch): only when a model runs
 
     config = AutoConfig.from_pretrained(model_path(base_name or train_config["base_model"]))
     _check_llama(config)
@@ -532,8 +519,6 @@ def ollama_template(tokenizer, labels, prompt=None) -> tuple[str, str]:
     """(TEMPLATE, SYSTEM) for an Ollama Modelfile, cut out of mlcore.prompt's own rendering:
     with .System and .Prompt filled in, Ollama builds exactly the prompt training used
     (`prompt`: the adapter's PromptFormat; None = today's default)."""
-    from .prompt import render_prompt
-
     prompt = prompt or PromptFormat.default(labels)
     system = prompt.system
     rendered = render_prompt(tokenizer, _USER_SLOT, labels, prompt=prompt)
@@ -584,8 +569,6 @@ is the usual reason an exported model answers worse). Reviews were cut to 256 to
 def write_bundle(zip_path, gguf_path, *, tokenizer, labels, model_name: str, prompt=None) -> Path:
     """A zip with the GGUF, an Ollama Modelfile and a README, written atomically
     (`prompt`: the adapter's PromptFormat, so the Modelfile says what training said)."""
-    import zipfile
-
     zip_path, gguf_path = Path(zip_path), Path(gguf_path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{zip_path.name}.", suffix=".tmp", dir=zip_path.parent)
     os.close(fd)

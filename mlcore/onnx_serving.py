@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -42,11 +43,16 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
+from .fused import FusedDecoder
+from .gguf_export import merged_model
 from .paths import var_dir
+from .registry import load_base, model_path
 
 logger = logging.getLogger(__name__)
 
@@ -61,14 +67,12 @@ BUILD_TIMEOUT_S = 1800
 
 def available() -> bool:
     """Whether this environment can build and run exports (openvino; onnx and onnxscript export)."""
-    import importlib.util
-
     return all(importlib.util.find_spec(name) is not None for name in ("openvino", "onnx", "onnxscript"))
 
 
 def precision() -> str:
     """bf16 where the CPU has bfloat16 units (OpenVINO's own default there), else f32."""
-    import openvino as ov
+    import openvino as ov  # OpenVINO is optional: only the openvino serving backend
 
     return "bf16" if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "f32"
 
@@ -93,10 +97,6 @@ class _Exported(torch.nn.Module):
 
 def export_fp32(causal_lm, path: Path) -> Path:
     """The model's FusedDecoder.last_hidden as a float32 ONNX graph at `path`."""
-    import torch.nn.functional as F
-
-    from .fused import FusedDecoder
-
     fused = FusedDecoder(causal_lm)
     fused.linear = F.linear  # oneDNN's op has no ONNX form; F.linear is the same arithmetic
     config = causal_lm.config
@@ -124,7 +124,7 @@ def export_fp32(causal_lm, path: Path) -> Path:
 def to_openvino(onnx_path: Path, out_xml: Path) -> Path:
     """The ONNX graph as OpenVINO IR, weights stored as float16 (half the disk; OpenVINO
     computes in bf16 or f32 either way)."""
-    import openvino as ov
+    import openvino as ov  # OpenVINO is optional: only the openvino serving backend
 
     ov.save_model(ov.Core().read_model(str(onnx_path)), str(out_xml), compress_to_fp16=True)
     return out_xml
@@ -132,10 +132,8 @@ def to_openvino(onnx_path: Path, out_xml: Path) -> Path:
 
 def build(base_name: str, adapter_dir: Path | None, out_dir: Path) -> dict:
     """Merge, export and convert into `out_dir` (which must not exist yet); returns the manifest."""
-    import openvino as ov
+    import openvino as ov  # OpenVINO is optional: only the openvino serving backend
 
-    from .gguf_export import merged_model
-    from .registry import load_base
 
     tick = time.perf_counter()
     if adapter_dir is not None:
@@ -180,9 +178,8 @@ def export_key(base_name: str, adapter_dir: Path | None) -> str:
     (its config and weight files' sizes: the cached base is rebuilt only from a new package) and
     the adapter's weights and config. Labels and prompt are not in it: the graph takes the
     prefix's keys/values as input and returns hidden states, so they stay with the Classifier."""
-    import openvino as ov
+    import openvino as ov  # OpenVINO is optional: only the openvino serving backend
 
-    from .registry import model_path
 
     digest = hashlib.sha256(f"{EXPORT_FORMAT}|{ov.get_version()}|{torch.__version__}|{base_name}".encode())
     base = Path(str(model_path(base_name)))
@@ -256,7 +253,7 @@ class CompiledDecoder:
     a broken runtime costs speed, never a request."""
 
     def __init__(self, model_file: Path, fallback, *, threads: int | None = None, precision_hint: str | None = None):
-        import openvino as ov
+        import openvino as ov  # OpenVINO is optional: only the openvino serving backend
 
         self.precision = precision_hint or precision()
         compiled = ov.Core().compile_model(str(model_file), "CPU", {
@@ -351,8 +348,6 @@ def main(argv=None) -> int:
     build_cmd.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     os.nice(10)  # a web process's background build: requests being served come first
-    import warnings
-
     warnings.filterwarnings("ignore")
     manifest = build(args.base, Path(args.adapter) if args.adapter else None, Path(args.out))
     print(json.dumps(manifest))

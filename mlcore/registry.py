@@ -153,7 +153,7 @@ def _hub_weights_dir(spec: BaseModelSpec) -> Path | None:
         folder = Path(value)
     else:
         try:
-            from huggingface_hub import try_to_load_from_cache
+            from huggingface_hub import try_to_load_from_cache  # huggingface_hub: only for a download
         except ImportError:  # pragma: no cover - transformers depends on it
             return None
         try:
@@ -180,7 +180,7 @@ def pick_device():
     Called at load time, never at import: a Celery parent process must not initialise CUDA
     before it forks its workers.
     """
-    import torch
+    import torch  # torch: seconds and ~1 GB to load, only when a model runs
 
     if torch.cuda.is_available():
         return "cuda", torch.bfloat16
@@ -202,7 +202,7 @@ def model_path(name: str) -> Path | str:
 
 
 def load_tokenizer(name: str):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # transformers (torch): only when a model runs
 
     path = model_path(name)
     try:
@@ -216,7 +216,7 @@ def load_base(name: str = DEFAULT_BASE_MODEL, *, device: str | None = None, dtyp
 
     Device and dtype default to pick_device(): bfloat16 on a GPU, float32 on a CPU.
     """
-    import torch
+    import torch  # torch: seconds and ~1 GB to load, only when a model runs
     from transformers import AutoModelForCausalLM
 
     auto_device, auto_dtype = pick_device()
@@ -282,7 +282,7 @@ def packaged_gguf(spec: BaseModelSpec) -> Path:
 
 
 def _dequantize_gguf(spec: BaseModelSpec, out: Path) -> None:
-    import torch
+    import torch  # torch: seconds and ~1 GB to load, only when a model runs
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     pkg_dir = packaged_gguf(spec).parent
@@ -308,7 +308,7 @@ def _strip_quantization_config(config_path: Path) -> None:
 
 
 def _build_tiny(out: Path) -> None:
-    import torch
+    import torch  # torch: seconds and ~1 GB to load, only when a model runs
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     source = model_path(DEFAULT_BASE_MODEL)  # real tokenizer + architecture config

@@ -198,20 +198,24 @@ def build_model(config: TrainConfig):
     if config.continue_from:
         model = PeftModel.from_pretrained(model, config.continue_from, is_trainable=True)
     else:
-        top = lora_blocks(config, model.config.num_hidden_layers)
-        lora = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            use_rslora=config.use_rslora,
-            target_modules=list(config.target_modules),
-            layers_to_transform=top,
-            layers_pattern="layers" if top else None,
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, lora)
+        model = get_peft_model(model, lora_config(config, model.config.num_hidden_layers))
     return model, tokenizer
+
+
+def lora_config(config: TrainConfig, n_blocks: int) -> LoraConfig:
+    """peft's LoraConfig for a fresh adapter of this run (also what the TRL benchmark trains)."""
+    top = lora_blocks(config, n_blocks)
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        use_rslora=config.use_rslora,
+        target_modules=list(config.target_modules),
+        layers_to_transform=top,
+        layers_pattern="layers" if top else None,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
 
 
 # --- the frozen-below / trained-above split: scoring and loss --------------------------------

@@ -39,7 +39,7 @@ def session_group(session_key: str) -> str:
 
 
 def end_session_streams(session_key: str | None) -> None:
-    """Close the streams of a session that just ended (user_logged_out, accounts.apps), in every web
+    """Close the streams of a session that just ended (close_streams_on_logout), in every web
     process: the session's group reaches whichever process holds each stream."""
     if not session_key:
         return
@@ -47,6 +47,12 @@ def end_session_streams(session_key: str | None) -> None:
         async_to_sync(get_channel_layer().group_send)(session_group(session_key), {"type": "session.ended"})
     except Exception:  # logging out must work while Redis is away; the streams then end with it
         log.warning("could not close the streams of an ended session", exc_info=True)
+
+
+def close_streams_on_logout(sender, request, user, **kwargs) -> None:
+    """The user_logged_out receiver (connected in accounts.apps): a socket outliving its login
+    would keep streaming a learner's runs to whoever uses the browser next."""
+    end_session_streams(getattr(getattr(request, "session", None), "session_key", None))
 
 
 class EventStreamConsumer(AsyncJsonWebsocketConsumer):

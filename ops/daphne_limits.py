@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import json
 
+from daphne.http_protocol import WebRequest
+
 from ops.errors import error_body, is_api_path
+from ops.middleware import body_limit_for
 
 _installed = False
 
 
 def _limit_and_path(request) -> tuple[int, str]:
-    from ops.middleware import body_limit_for
-
     raw = getattr(request.channel, "_path", b"") or b""
     path = raw.split(b"?", 1)[0].decode("latin-1")
     return body_limit_for(path), path
@@ -48,7 +49,6 @@ def install() -> None:
     global _installed
     if _installed:
         return
-    from daphne.http_protocol import WebRequest
 
     got_length, handle_chunk = WebRequest.gotLength, WebRequest.handleContentChunk
 

@@ -19,14 +19,22 @@ def check_database() -> tuple[bool, str]:
         return False, f"{type(exc).__name__}: {exc}"
 
 
-def check_redis() -> tuple[bool, str]:
+def redis_answers(url: str) -> tuple[bool, str]:
+    """Does the Redis server at `url` answer a ping within a second? (ok, "ok" or why not). The one
+    check both /healthz (REDIS_URL) and a launch (the broker, labs.scheduling.queue_available) make."""
     try:
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
-        client.ping()
-        client.close()
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            client.ping()
+        finally:
+            client.close()
         return True, "ok"
     except Exception as exc:
         return False, f"{type(exc).__name__}: {exc}"
+
+
+def check_redis() -> tuple[bool, str]:
+    return redis_answers(settings.REDIS_URL)
 
 
 def check_workers() -> tuple[bool, str]:

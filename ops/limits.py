@@ -18,6 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import redis
 from django.conf import settings
 
 PREFIX = "tunelab:limit:"
@@ -93,8 +94,6 @@ def _redis():
     with _client_lock:
         client = _clients.get(url)
         if client is None:
-            import redis
-
             client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
             client.tunelab_script = client.register_script(_LUA)
             _clients[url] = client

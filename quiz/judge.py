@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import openai
 from django.conf import settings
 
+from ops import limits
 from ops.llm import llm_configured
 
 SYSTEM_PROMPT = """You grade answers to interview questions about fine-tuning large language models.
@@ -76,8 +77,6 @@ def judge_reserve(*, user, wanted: int) -> Reservation:
     """Reserve up to `wanted` judge calls from the user's hourly allowance, atomically, BEFORE
     calling: two submits at once cannot both spend the last calls (counting the calls after
     they were made let concurrent submits go past the limit)."""
-    from ops import limits
-
     limit = settings.JUDGE_RATE_PER_HOUR
     over = f"You reached the limit of {limit} judged answers per hour: grade this one yourself."
     try:
@@ -89,8 +88,6 @@ def judge_reserve(*, user, wanted: int) -> Reservation:
 
 def judge_settle(reservation: Reservation, *, used: int) -> None:
     """Give back the reserved calls that were not made."""
-    from ops import limits
-
     if reservation.charge is not None and used < reservation.granted:
         try:
             limits.adjust(reservation.charge, used)

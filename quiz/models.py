@@ -5,6 +5,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from labs import catalog
 from quiz.vocab import Difficulty, Kind, Status
 
 # A card counts as mastered once FSRS holds it in the Review state with a stability of at least
@@ -73,9 +74,7 @@ class Question(models.Model):
 
     @property
     def lab_url(self) -> str:
-        from labs.catalog import lab_url
-
-        return lab_url(self.lab) if self.lab else ""
+        return catalog.lab_url(self.lab) if self.lab else ""
 
 
 class Choice(models.Model):

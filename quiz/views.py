@@ -3,6 +3,7 @@
 Every interactive step works as a plain link or form; htmx only swaps fragments of the same
 templates in place (reveal, autosave, self-assessment, rating)."""
 
+import random
 from datetime import UTC
 
 from django.contrib import messages
@@ -56,8 +57,6 @@ def shuffled_choices(question: Question, *seed) -> list:
     makes "always A" a winning strategy. Seeded, so a reload shows the same order; grading
     compares choice ids, never positions, so the order cannot change a score.
     """
-    import random
-
     choices = list(question.choices.all())
     random.Random(":".join(str(part) for part in seed)).shuffle(choices)
     return choices

@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mlcore.paths import var_dir  # noqa: E402
 from scripts.redis_server import RedisServer, port_is_free  # noqa: E402
 
 HOST = os.environ.get("TUNELAB_HOST", "127.0.0.1")
@@ -144,7 +145,7 @@ class Stack:
 
 
 def main() -> int:
-    var = Path(os.environ.get("TUNELAB_VAR_DIR", ROOT / "var"))
+    var = var_dir()
     var.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.setdefault("TUNELAB_GPU_SLOTS", str(GPU_WORKERS))

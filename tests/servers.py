@@ -18,13 +18,9 @@ from pathlib import Path
 
 from django.db import connection
 
+from scripts.redis_server import free_port  # one definition (make run's); the tests and benches import it from here
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def subprocess_env(**extra: str) -> dict:

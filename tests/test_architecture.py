@@ -266,3 +266,88 @@ def test_an_upward_import_is_caught(tmp_path):
         "labs.services:1 imports config.celery", "mlcore.train:1 imports labs.models", "ops.dashboard:1 imports labs.models",
     ]
 
+
+# --- imports inside functions: only to defer a heavy optional dependency --------------------------
+
+# Libraries that take seconds or hundreds of MB to import, which the web process and the
+# worker's parent never need: torch and what stands on it, the GGUF/llama.cpp/ONNX/OpenVINO runtimes,
+# scikit-learn (~1 s) and the Hugging Face hub client.
+HEAVY = {"torch", "transformers", "peft", "gguf", "llama_cpp", "openvino", "onnxruntime", "onnx", "sklearn",
+         "huggingface_hub"}
+
+
+def heavy_modules(root: Path, package_names) -> set[str]:
+    """Project modules whose import loads a heavy library (directly or through another module)."""
+    modules = project_modules(root, package_names)
+    graph = import_graph(root, package_names)
+    direct = {name for name, path in modules.items()
+              if any(imported.split(".")[0] in HEAVY for imported, _ in top_level_imports(name, path))}
+    heavy, grew = set(direct), True
+    while grew:
+        grew = False
+        for name, edges in graph.items():
+            if name not in heavy and heavy & set(edges):
+                heavy.add(name)
+                grew = True
+    return heavy
+
+
+def deferred_imports(root: Path, package_names) -> list[tuple[str, int, list[str], bool, str]]:
+    """(file, line, imported names, has a reason comment, enclosing function) of every import
+    inside a function. The reason is a comment on the import's line or on the line above it; in a
+    block of imports, the block's first line (or the comment above it) speaks for the block."""
+    found = []
+    for name, path in project_modules(root, package_names).items():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for names, line, function in imports_in(name, path):
+            if function is None:
+                continue
+            first = line
+            while first > 1 and "#" not in lines[first - 1] and lines[first - 2].strip().startswith(("import ", "from ")):
+                first -= 1
+            reason = "#" in lines[first - 1] or (first > 1 and lines[first - 2].strip().startswith("#"))
+            found.append((str(path.relative_to(root)), line, names, reason, function))
+    return sorted(found)
+
+
+def misplaced_imports(root: Path, package_names) -> list[str]:
+    """In-function imports that defer nothing heavy, or defer it without saying why. Django's
+    AppConfig.ready() is where an app's signal handlers must be imported: allowed there."""
+    heavy = heavy_modules(root, package_names)
+    modules = project_modules(root, package_names)
+
+    def is_heavy(imported: str) -> bool:
+        while imported and imported not in modules:
+            if imported.split(".")[0] in HEAVY:
+                return True
+            imported = imported.rpartition(".")[0]
+        return imported in heavy
+
+    found = []
+    for path, line, names, reason, function in deferred_imports(root, package_names):
+        if function == "ready":
+            continue
+        if not any(is_heavy(n) for n in names):
+            found.append(f"{path}:{line} {', '.join(names)}: nothing heavy to defer, import it at the top")
+        elif not reason:
+            found.append(f"{path}:{line} {', '.join(names)}: say in a comment why it is deferred")
+    return found
+
+
+def test_imports_inside_functions_only_defer_heavy_libraries_and_say_so():
+    found = misplaced_imports(ROOT, [p.name for p in packages()])
+    assert not found, "\n".join(found)
+
+
+def test_a_light_or_unexplained_deferred_import_is_caught(tmp_path):
+    write_package(tmp_path, "mlcore", {
+        "fused": "import torch\n",
+        "classify": "from .fused import x\n",
+        "cost": "def f():\n    import json\n",
+        "serving": "def f():\n    from .classify import y\n",
+        "gguf": "def f():\n    # the runtime: 200 MB, only for an export\n    import gguf\n\n"
+                "def g():\n    from . import classify  # torch: only when scoring\n",
+    })
+    assert heavy_modules(tmp_path, ["mlcore"]) == {"mlcore.fused", "mlcore.classify"}
+    assert [row.split(" ")[0] for row in misplaced_imports(tmp_path, ["mlcore"])] == [
+        "mlcore/cost.py:2", "mlcore/serving.py:2"]

@@ -1,6 +1,7 @@
 from django import template
 
 from inference import baselines
+from inference.views import tokens_context
 
 register = template.Library()
 
@@ -8,8 +9,6 @@ register = template.Library()
 @register.inclusion_tag("inference/_api_tokens.html", takes_context=True)
 def api_tokens_section(context):
     """The account page's API tokens section (the account view knows nothing of tokens)."""
-    from inference.views import tokens_context
-
     request = context["request"]
     return {**tokens_context(request.user, context.get("new_token", ""), context.get("new_token_obj")),
             "request": request, "csrf_token": context.get("csrf_token")}

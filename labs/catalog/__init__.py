@@ -29,7 +29,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from django.urls import reverse
+
 from content.markdown import FrontMatterError, render_markdown, split_front_matter
+from mlcore.config import ConfigError, TrainConfig
+from mlcore.gguf_export import QUANTS, ROUNDINGS, ExportError, check_exportable
+from mlcore.registry import DEFAULT_BASE_MODEL
 
 CATALOG_DIR = Path(__file__).resolve().parent
 # URL segments under /labs/ that are pages, not labs.
@@ -96,8 +101,6 @@ def parse_lab(text: str, source: str = "<string>") -> LabSpec:
 
 
 def _check(spec: LabSpec, source: str) -> None:
-    from mlcore.config import ConfigError, TrainConfig
-
     def check_config(values: dict, where: str) -> None:
         try:
             TrainConfig.from_dict(values).validate()
@@ -129,9 +132,6 @@ def _check(spec: LabSpec, source: str) -> None:
 
 def _check_quantize(spec: LabSpec, source: str) -> None:
     """Each export is one the exporter makes, once, and the preset's base model exports at all."""
-    from mlcore.gguf_export import QUANTS, ROUNDINGS, ExportError, check_exportable
-    from mlcore.registry import DEFAULT_BASE_MODEL
-
     seen = set()
     for i, item in enumerate(spec.quantize, start=1):
         where = f"quantize {i}"
@@ -170,6 +170,4 @@ def lab_slugs() -> tuple[str, ...]:
 
 def lab_url(slug: str) -> str:
     """The page of the lab with this slug."""
-    from django.urls import reverse
-
     return reverse("labs:lab", args=[slug])

@@ -18,7 +18,7 @@ import json
 import sys
 from collections import Counter
 
-from mlcore.data import DATA_DIR, LABEL_ORDER, SPLITS, stratified_split
+from mlcore.data import DATA_DIR, LABEL_ORDER, SPLITS, Dataset, Example, ordered_labels, stratified_split
 
 SEED = 20240601
 RAW_DIR = DATA_DIR / "raw"
@@ -78,8 +78,6 @@ def dataset_from_groups(groups, *, mixed: bool = False, drop_neutral_styles=()):
     """The bundled split restricted to some SPLIT_GROUPS (indices), for data ablations: each
     group is split on its own, so a subset keeps every text in the split it has in the full set.
     drop_neutral_styles: training neutrals of these styles left out (validation and test kept)."""
-    from mlcore.data import Dataset, Example, ordered_labels
-
     groups = set(groups)
     rows = [row for row in read_raw() if row["group"] in groups and (mixed or row["label"] != "mixed")]
     splits = {split: [] for split in SPLITS}

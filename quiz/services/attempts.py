@@ -1,6 +1,7 @@
 """Quiz attempts: start, save answers, submit and grade (LLM judge or self-assessment)."""
 
 import logging
+import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -65,8 +66,6 @@ def _mixed_pick(questions, length: int) -> list[Question]:
     A plain random pick mirrors the bank, which is mostly open questions: ticking all four kinds
     gave four open questions and one single. Kinds with too few questions leave their share to the others.
     """
-    import random
-
     by_kind: dict[str, list[int]] = {}
     for pk, kind in questions.values_list("id", "kind"):
         by_kind.setdefault(kind, []).append(pk)

@@ -9,6 +9,9 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from mlcore.data import DatasetError, read_texts
+from mlcore.registry import ModelNotAvailable
+
 
 class Command(BaseCommand):
     help = "Classify reviews with a trained adapter: one JSON line {text, label, probs} per review."
@@ -25,9 +28,7 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=32)
 
     def handle(self, *args, **options):
-        from mlcore.classify import load_classifier
-        from mlcore.data import DatasetError, read_texts
-        from mlcore.registry import ModelNotAvailable
+        from mlcore.classify import load_classifier  # mlcore.classify imports torch: only when a model runs
 
         if (options["text"] is None) == (options["input"] is None):
             raise CommandError("give either --text or --input")
@@ -38,6 +39,7 @@ class Command(BaseCommand):
         try:
             texts = [options["text"]] if options["text"] is not None else read_texts(options["input"])
             if options["gguf"]:
+                # mlcore.gguf_classify imports torch: only when a model runs
                 from mlcore.gguf_classify import load_gguf_classifier
 
                 classifier = load_gguf_classifier(options["gguf"], backend=options["backend"])

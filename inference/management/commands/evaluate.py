@@ -11,6 +11,9 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from mlcore.data import DatasetError, read_labelled
+from mlcore.registry import ModelNotAvailable
+
 
 def format_report(name: str, result: dict) -> str:
     """The figures of mlcore.evaluate.evaluate() as a few plain lines."""
@@ -44,10 +47,8 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=32)
 
     def handle(self, *args, **options):
-        from mlcore.classify import load_classifier
-        from mlcore.data import DatasetError, read_labelled
+        from mlcore.classify import load_classifier  # mlcore.classify imports torch: only when a model runs
         from mlcore.evaluate import evaluate
-        from mlcore.registry import ModelNotAvailable
 
         if options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1")

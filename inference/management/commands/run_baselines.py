@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from inference.baselines import BaselinesBusy, baselines_compute, baselines_launch, comparison
+from labs.models import Run
 
 
 class Command(BaseCommand):
@@ -14,8 +15,6 @@ class Command(BaseCommand):
         parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test examples")
 
     def handle(self, *args, run, k, limit, **options):
-        from labs.models import Run
-
         found = Run.objects.filter(pk=run).first()
         if found is None:
             raise CommandError(f"No run {run}.")

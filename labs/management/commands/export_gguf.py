@@ -3,15 +3,20 @@
 Only parses arguments and calls mlcore.gguf_export.
 """
 
+from pathlib import Path
+
 from django.core.management.base import BaseCommand, CommandError
+
+from mlcore import gguf_export
+from mlcore.gguf_export import DEFAULT_QUANT
+from mlcore.prompt import PromptFormat
+from mlcore.registry import ModelNotAvailable, load_tokenizer
 
 
 class Command(BaseCommand):
     help = "Export a trained adapter (merged into its base model, or alone) as GGUF for llama.cpp and Ollama."
 
     def add_arguments(self, parser):
-        from mlcore.gguf_export import DEFAULT_QUANT
-
         parser.add_argument("--adapter", required=True, help="adapter directory written by finetune (or a lab run)")
         parser.add_argument("--out", required=True, help="the .gguf file to write")
         # Checked by mlcore (not argparse choices) so the error lists what THIS machine can make.
@@ -20,9 +25,6 @@ class Command(BaseCommand):
         parser.add_argument("--bundle", help="also write a zip with the GGUF, an Ollama Modelfile and a README")
 
     def handle(self, *args, **options):
-        from mlcore import gguf_export
-        from mlcore.registry import ModelNotAvailable
-
         if not options["out"].endswith(".gguf"):
             raise CommandError("--out must name a .gguf file")
         if options["adapter_only"] and options["bundle"]:
@@ -46,12 +48,7 @@ class Command(BaseCommand):
             self.stderr.write(f"{fraction:4.0%} {message}")
 
     def _bundle(self, options, result) -> None:
-        from pathlib import Path
-
-        from mlcore import gguf_export
-        from mlcore.classify import read_labels
-        from mlcore.prompt import PromptFormat
-        from mlcore.registry import load_tokenizer
+        from mlcore.classify import read_labels  # mlcore.classify imports torch: only when a model runs
 
         config = gguf_export.check_adapter_dir(options["adapter"])
         labels = read_labels(options["adapter"])

@@ -10,7 +10,15 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from mlcore.config import ConfigField, config_fields
+from mlcore.config import ConfigError, ConfigField, TrainConfig, config_fields
+from mlcore.data import DatasetError, load_bundled, parse_upload, split_examples
+from mlcore.masking import MaskingError
+from mlcore.registry import ModelNotAvailable
+
+try:
+    from tqdm import tqdm
+except ImportError:  # optional: without it, a text line every 10 steps
+    tqdm = None
 
 
 def comma_list(text: str) -> tuple[str, ...]:
@@ -49,11 +57,7 @@ class Command(BaseCommand):
             add_config_option(parser, f)
 
     def handle(self, *args, **options):
-        from mlcore.config import ConfigError, TrainConfig
-        from mlcore.data import DatasetError, load_bundled, parse_upload, split_examples
-        from mlcore.masking import MaskingError
-        from mlcore.registry import ModelNotAvailable
-        from mlcore.train import train
+        from mlcore.train import train  # mlcore.train imports torch: only when a model runs
 
         overrides = {f.name: options[f.name] for f in config_fields() if options[f.name] is not None}
         try:
@@ -95,10 +99,6 @@ class ProgressBar:
 
     def __init__(self, stream):
         self.stream = stream
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            tqdm = None
         self.tqdm_cls, self.bar = tqdm, None
 
     def report(self, event):

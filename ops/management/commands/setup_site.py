@@ -1,7 +1,10 @@
 """Everything `make run` prepares after migrating: the question bank and the default model."""
 
-from django.core.management import call_command
+from django.apps import apps
+from django.core.management import call_command, get_commands
 from django.core.management.base import BaseCommand
+
+from mlcore.registry import DEFAULT_MODEL, load_base
 
 
 class Command(BaseCommand):
@@ -11,21 +14,15 @@ class Command(BaseCommand):
         parser.add_argument("--skip-model", action="store_true", help="Do not prepare the default model.")
 
     def handle(self, *args, skip_model=False, **options):
-        from django.apps import apps
-
         if apps.is_installed("quiz") and _has_command("load_bank"):
             call_command("load_bank", stdout=self.stdout)
         if _has_command("load_labs"):
             call_command("load_labs", stdout=self.stdout)
         if not skip_model:
-            from mlcore.registry import DEFAULT_MODEL, load_base
-
             # The first call dequantizes the bundled GGUF once into var/models; later ones are instant.
             load_base(DEFAULT_MODEL)
             self.stdout.write(f"default model ready: {DEFAULT_MODEL}")
 
 
 def _has_command(name: str) -> bool:
-    from django.core.management import get_commands
-
     return name in get_commands()

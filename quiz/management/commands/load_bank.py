@@ -6,6 +6,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from quiz.bank import BANK_DIR, CURATED_FILE, read_bank, read_curated
+from quiz.services import bank_load
 
 
 class Command(BaseCommand):
@@ -38,7 +39,6 @@ class Command(BaseCommand):
         if check:
             self._print_counts(questions, quizzes)
             return
-        from quiz.services import bank_load
 
         report = bank_load(questions=questions, curated=quizzes)
         self.stdout.write(f"questions: {len(report.created)} created, {len(report.updated)} updated, "
