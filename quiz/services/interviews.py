@@ -403,7 +403,8 @@ def _interview_refresh(interview: Interview) -> None:
 def interview_answer_self_grade(*, answer: InterviewAnswer, covered: list) -> InterviewAnswer:
     """The learner ticks the rubric points they covered; score = ticked / all. Allowed while the
     answer is not graded, and to revise an earlier self-grade; the judge's grade stands."""
-    answer = InterviewAnswer.objects.select_for_update(of=("self",)).select_related("question", "interview", "review").get(pk=answer.pk)
+    answer = (InterviewAnswer.objects.select_for_update(of=("self",)).select_related("question", "interview", "review")
+              .get(pk=answer.pk))
     if answer.interview.is_open:
         raise InterviewError("Finish the interview first: grading comes with the report.")
     if answer.method not in (NOT_GRADED, Answer.Method.SELF):
