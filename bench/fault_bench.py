@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.smoke import TINY_RUN  # noqa: E402
+from scripts.redis_server import free_port  # noqa: E402
 
 # What this bench changes from the training defaults; launch_form() adds every other field.
 TINY = dict(TINY_RUN, lora_r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
@@ -76,14 +77,6 @@ SMOKE = {"stream_viewers": dict(n=3, epochs=2), "quiz_load": dict(users=4, secon
 # Sections on a stack of their own: its gpu workers and environment. multi_host: a web host with
 # no gpu worker (the workers are other "hosts"), one gpu slot; abuse: small limits (configure_abuse).
 OWN_STACKS = {"multi_host": dict(gpu_workers=0, env={"TUNELAB_GPU_SLOTS": "1"}), "abuse": dict(gpu_workers=1, env={})}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
