@@ -21,12 +21,15 @@ and the same reviews (the bundled test split), in one process on one machine:
 Runtime rows (--runtimes, on by default; left out in --smoke): the same merged model and the
 same Classifier (the adapter's prompt, the prefix's key/value cache computed once by torch, label
 rows of lm_head at the last position, same threads), with its decoder over the review tokens
-(mlcore.fused's last_hidden, exported to ONNX by mlcore.onnx_serving.export_fp32) run by:
-- OpenVINO bf16 (what serving uses on CPUs with bfloat16 units; built by
-  mlcore.onnx_serving.ensure_export, cached in var/exports/openvino) and OpenVINO f32;
-- ONNX Runtime float32; int8 by `quantize_dynamic` with its defaults; int8 with per-channel
-  weight scales and the 30 down_proj matmuls kept float32 (the most sensitive by measurement);
-  int8 MatMulNBits (8-bit weights per block of 32, int8 activations per block of 32).
+(mlcore.fused's last_hidden) run by:
+- OpenVINO bf16 (what serving uses on CPUs with bfloat16 units: the graph converted by
+  OpenVINO's PyTorch frontend, mlcore.onnx_serving.ensure_export, cached in
+  var/exports/openvino) and OpenVINO f32 over the same export;
+- OpenVINO bf16 over the ONNX export (mlcore.onnx_serving.export_fp32 + to_openvino, the graph
+  served before EXPORT_FORMAT 2), to compare the two graphs in one run;
+- ONNX Runtime float32 over that ONNX export; int8 by `quantize_dynamic` with its defaults; int8
+  with per-channel weight scales and the 30 down_proj matmuls kept float32 (the most sensitive by
+  measurement); int8 MatMulNBits (8-bit weights per block of 32, int8 activations per block of 32).
 Each reports agreement with ours (float32) and macro-F1 on the test split, its export time and
 file size; the process's resident memory at the end is in the JSON (every method's sessions).
 
@@ -131,7 +134,39 @@ def rss_mb() -> float:
     return float("nan")
 
 
-class OrtDecoder:
+class StackedFeed:
+    """The ONNX export's inputs (mlcore.onnx_serving.INPUTS): the prefix stacked once per Classifier."""
+
+    _prefix = (None, None)
+
+    def feed(self, input_ids, key_mask, position_ids, prefix_kv) -> dict:
+        import torch
+
+        from mlcore.onnx_serving import INPUTS
+
+        if self._prefix[0] is not prefix_kv:
+            self._prefix = (prefix_kv, [torch.stack([kv[i] for kv in prefix_kv]).numpy() for i in (0, 1)])
+        return dict(zip(INPUTS, [input_ids.numpy(), key_mask.numpy(), position_ids.numpy(), *self._prefix[1]], strict=True))
+
+
+class OnnxGraphOpenVINO(StackedFeed):
+    """FusedDecoder.last_hidden by OpenVINO over the ONNX export: what served before
+    EXPORT_FORMAT 2 (bench row only)."""
+
+    def __init__(self, xml: Path, threads: int, precision: str):
+        import openvino as ov
+
+        self.request = ov.Core().compile_model(str(xml), "CPU", {
+            "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
+        }).create_infer_request()
+
+    def last_hidden(self, input_ids, key_mask, position_ids, prefix_kv):
+        import torch
+
+        return torch.from_numpy(self.request.infer(self.feed(input_ids, key_mask, position_ids, prefix_kv))[0].copy())
+
+
+class OrtDecoder(StackedFeed):
     """FusedDecoder.last_hidden by an ONNX Runtime session (bench rows only; serving uses OpenVINO)."""
 
     def __init__(self, path: Path, threads: int):
@@ -143,17 +178,11 @@ class OrtDecoder:
         # No spinning between calls: its threads would take the cores from the methods timed next.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self._prefix = (None, None)
 
     def last_hidden(self, input_ids, key_mask, position_ids, prefix_kv):
         import torch
 
-        from mlcore.onnx_serving import INPUTS
-
-        if self._prefix[0] is not prefix_kv:
-            self._prefix = (prefix_kv, [torch.stack([kv[i] for kv in prefix_kv]).numpy() for i in (0, 1)])
-        feed = dict(zip(INPUTS, [input_ids.numpy(), key_mask.numpy(), position_ids.numpy(), *self._prefix[1]], strict=True))
-        return torch.from_numpy(self.session.run(None, feed)[0])
+        return torch.from_numpy(self.session.run(None, self.feed(input_ids, key_mask, position_ids, prefix_kv))[0])
 
 
 def ort_int8(fp32: Path, kind: str) -> Path:
@@ -184,6 +213,7 @@ def ort_int8(fp32: Path, kind: str) -> Path:
 RUNTIME_ROWS = {  # method name: what the table calls it
     "ov-bf16": "OpenVINO bf16 (served)",
     "ov-f32": "OpenVINO f32",
+    "ov-bf16-onnx": "OpenVINO bf16, ONNX export (served before)",
     "ort-fp32": "ONNX Runtime fp32",
     "ort-int8": "ONNX Runtime int8 dynamic (defaults)",
     "ort-int8-careful": "ONNX Runtime int8 per-channel, down_proj fp32",
@@ -213,7 +243,7 @@ def runtime_classifiers(ours, base_name: str, adapter: Path, threads: int, work:
         manifest = json.loads((folder / onnx_serving.MANIFEST).read_text())
         # A cached export reports the time it took when it was built.
         export_s = time.perf_counter() - tick if time.perf_counter() - tick > 5 else manifest["load_s"] + \
-            manifest["export_s"] + manifest["convert_s"]
+            manifest["export_s"]
         for precision in ("bf16", "f32"):
             decoder = onnx_serving.CompiledDecoder(folder / onnx_serving.MODEL_FILE, ours._fused, threads=threads,
                                                    precision_hint=precision)
@@ -221,12 +251,18 @@ def runtime_classifiers(ours, base_name: str, adapter: Path, threads: int, work:
             info[f"ov-{precision}"] = {"export_s": export_s, "file_mb": manifest["bytes"] / 2**20, "precision": decoder.precision}
     else:
         print("OpenVINO rows are left out: openvino/onnx/onnxscript are not installed (pip install -r requirements.txt)")
-    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnxscript"):
-        from mlcore.onnx_serving import export_fp32
-
+    has_ort = importlib.util.find_spec("onnxruntime") is not None
+    if importlib.util.find_spec("onnxscript") and (has_ort or onnx_serving.available()):
         tick = time.perf_counter()
-        fp32 = export_fp32(ours.model, work / "decoder.onnx")
+        fp32 = onnx_serving.export_fp32(ours.model, work / "decoder.onnx")
         fp32_s = time.perf_counter() - tick
+    if importlib.util.find_spec("onnxscript") and onnx_serving.available():
+        tick = time.perf_counter()
+        xml = onnx_serving.to_openvino(fp32, work / "decoder-onnx.xml")
+        made["ov-bf16-onnx"] = clone(OnnxGraphOpenVINO(xml, threads, onnx_serving.precision()))
+        info["ov-bf16-onnx"] = {"export_s": fp32_s + time.perf_counter() - tick,
+                                "file_mb": (xml.stat().st_size + xml.with_suffix(".bin").stat().st_size) / 2**20}
+    if has_ort and importlib.util.find_spec("onnxscript"):
         for kind in ("fp32", "int8", "int8-careful", "int8-blocks"):
             tick = time.perf_counter()
             path = fp32 if kind == "fp32" else ort_int8(fp32, kind)

@@ -142,6 +142,18 @@ class FusedDecoder:
         self.scale = self.head_dim**-0.5
         self.linear = pick_linear(self.layers[0].qkv)
 
+    # Two steps written as methods so that mlcore.onnx_serving can export the same function in
+    # the form its runtime computes fastest (same maths, other operations).
+
+    def _batch_prefix(self, prefix_kv, batch: int) -> list:
+        """Per layer, the prefix's (keys, values) for every row of the batch: views, no copy."""
+        return [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in prefix_kv]
+
+    def _attend(self, q, k, v, mask):
+        """Attention of q [B, heads, T, D] over k, v [B, kv_heads, S, D]: each group of
+        heads // kv_heads query heads reads one key/value head."""
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=True)
+
     @staticmethod
     def _rotate(x, cos, sin):
         half = x.shape[-1] // 2
@@ -167,6 +179,7 @@ class FusedDecoder:
         visible = visible[:, None]  # [B, 1, T, P + T]
         q_size, kv_size = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
         last_index = len(self.layers) - 1
+        prefix_kv = self._batch_prefix(prefix_kv, batch)
         for index, layer in enumerate(self.layers):
             h = layer.norm1(x)
             qkv = self.linear(h, layer.qkv, layer.qkv_bias)
@@ -177,12 +190,12 @@ class FusedDecoder:
             v = v.view(batch, rows, self.n_kv_heads, self.head_dim).transpose(1, 2)
             q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
             past_k, past_v = prefix_kv[index]
-            k = torch.cat((past_k.expand(batch, -1, -1, -1), k), dim=2)
-            v = torch.cat((past_v.expand(batch, -1, -1, -1), v), dim=2)
+            k = torch.cat((past_k, k), dim=2)
+            v = torch.cat((past_v, v), dim=2)
             mask = visible
             if index == last_index:  # only the last position is read after this layer
                 q, x, mask = q[:, :, -1:], x[:, -1:], visible[:, :, -1:]
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=True)
+            out = self._attend(q, k, v, mask)
             out = self.linear(out.transpose(1, 2).reshape(batch, q.shape[2], q_size), layer.o, layer.o_bias)
             x = x + out
             gate, up = self.linear(layer.norm2(x), layer.gate_up, None).chunk(2, dim=-1)

@@ -1,12 +1,23 @@
-"""The classifier's decoder exported to ONNX and served by OpenVINO: same prompt, same answers.
+"""The classifier's decoder compiled by OpenVINO: same prompt, same answers.
 
 What runs where. `mlcore.classify.Classifier` keeps everything that defines the classifier: the
 adapter's prompt split around the review, the system-prompt prefix's key/value cache (computed
 once by torch, in float32), length-grouped left-padded batches, and the label rows of lm_head
 applied in float32 at the last position. Only `FusedDecoder.last_hidden`, the decoder over the
-review's tokens, is exported: the exported graph IS that function (traced by `torch.onnx.export`
-from mlcore.fused: q/k/v and gate/up fused, the last layer at the last position only), with the
-prefix's keys/values as inputs. `CompiledDecoder` has the same `last_hidden` and takes its place.
+review's tokens, is exported: the exported graph IS that function (traced from mlcore.fused by
+OpenVINO's own PyTorch converter: q/k/v and gate/up fused, the last layer at the last position
+only), with the prefix's keys/values as inputs, two per layer. `CompiledDecoder` has the same
+`last_hidden` and takes its place.
+
+The graph is written for the runtime (`_ServedDecoder`: two of FusedDecoder's steps in another
+form, same maths). At ~35 tokens a review the matmuls are small, and per-operation overhead
+decided the speed: the first export (ONNX, EXPORT_FORMAT 1) compiled to ~3,500 operations, the
+attention unfused (grouped-query SDPA became rank-5 matmuls and a softmax), the stacked prefix
+gathered per layer, expand() a broadcast and two conversions per tensor. Now the query heads
+are grouped per key/value head (rank-4 attention, which the CPU plugin fuses into one operation
+per layer), the prefix reaches every row by adding one shared zero tensor, and each layer has
+its own prefix inputs, set once per request rather than fed per call: ~1,600 operations, and
+the gate/up/down matmuls fuse into one MLP operation per layer (bench/README, issue 24).
 
 Which runtime, measured side by side on the default lab's adapter (bench/README.md, "ONNX
 Runtime and OpenVINO"): ONNX Runtime's int8 (`quantize_dynamic`: one uint8 scale per activation
@@ -40,7 +51,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -57,17 +67,21 @@ from .registry import load_base, model_path
 logger = logging.getLogger(__name__)
 
 # Bump when the exported graph or its conversion changes: older exports are then rebuilt.
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2  # 2: OpenVINO's PyTorch converter, fused attention, per-layer prefix inputs
 MODEL_FILE = "decoder.xml"  # OpenVINO IR; decoder.bin beside it holds the weights as float16
 MANIFEST = "manifest.json"
-INPUTS = ("input_ids", "key_mask", "position_ids", "prefix_keys", "prefix_values")
+# The served graph's inputs: these three, then prefix_keys_<layer> and prefix_values_<layer>
+# ([1, kv_heads, P, head_dim]) for each layer in turn.
+STEP_INPUTS = ("input_ids", "key_mask", "position_ids")
+# The ONNX export's inputs (export_fp32, the bench's ONNX Runtime rows): the prefix stacked.
+INPUTS = (*STEP_INPUTS, "prefix_keys", "prefix_values")
 KEEP_EXPORTS = 8  # exports kept per host (the least recently used go first); ~270 MB each for SmolLM2
 BUILD_TIMEOUT_S = 1800
 
 
 def available() -> bool:
-    """Whether this environment can build and run exports (openvino; onnx and onnxscript export)."""
-    return all(importlib.util.find_spec(name) is not None for name in ("openvino", "onnx", "onnxscript"))
+    """Whether this environment can build and run exports (openvino converts and runs them)."""
+    return importlib.util.find_spec("openvino") is not None
 
 
 def precision() -> str:
@@ -78,6 +92,76 @@ def precision() -> str:
 
 
 # --- export ----------------------------------------------------------------------------------
+
+
+class _ServedDecoder(FusedDecoder):
+    """FusedDecoder.last_hidden with two steps in the form OpenVINO's CPU plugin runs fastest;
+    the same maths (tests/mlcore/test_onnx_serving.py compares them in torch)."""
+
+    def _batch_prefix(self, prefix_kv, batch: int) -> list:
+        # expand() converts to a broadcast of ones, a multiply and two precision conversions per
+        # tensor (60 of each for SmolLM2); adding one zero tensor [batch, 1, 1, 1] is one add
+        # per tensor, which also takes the float32 input into the compute precision.
+        zeros = prefix_kv[0][0].new_zeros(batch, 1, 1, 1)
+        return [(k + zeros, v + zeros) for k, v in prefix_kv]
+
+    def _attend(self, q, k, v, mask):
+        # Grouped-query attention converts to rank-5 tensors, which the CPU plugin does not fuse
+        # (two matmuls and a softmax per layer). The query heads that share a key/value head are
+        # consecutive, so [B, heads, T, D] regrouped as [B, kv_heads, groups * T, D] (rows
+        # g * T + t) is ordinary rank-4 attention over k and v, the mask repeated per group.
+        batch, groups = q.shape[0], self.n_heads // self.n_kv_heads
+        grouped = q.reshape(batch, self.n_kv_heads, -1, self.head_dim)
+        out = F.scaled_dot_product_attention(grouped, k, v, attn_mask=mask.repeat(1, 1, groups, 1), scale=self.scale)
+        return out.reshape(batch, self.n_heads, -1, self.head_dim)
+
+
+class _Served(torch.nn.Module):
+    """_ServedDecoder.last_hidden as a module for ov.convert_model: the prefix's keys and
+    values are two inputs per layer (keys_0, values_0, keys_1, ...)."""
+
+    def __init__(self, fused):
+        super().__init__()
+        self.fused = fused
+        self.embed, self.rotary, self.norm = fused.embed, fused.rotary, fused.norm
+
+    def forward(self, input_ids, key_mask, position_ids, *prefix):
+        pairs = [(prefix[2 * i], prefix[2 * i + 1]) for i in range(len(self.fused.layers))]
+        return self.fused.last_hidden(input_ids, key_mask, position_ids, pairs)
+
+
+def input_names(layers: int) -> list[str]:
+    return [*STEP_INPUTS, *(f"prefix_{kind}_{i}" for i in range(layers) for kind in ("keys", "values"))]
+
+
+def export_openvino(causal_lm, out_xml: Path) -> Path:
+    """The model's decoder (_ServedDecoder.last_hidden) as OpenVINO IR at `out_xml`, converted
+    by OpenVINO's PyTorch frontend, weights stored as float16 (half the disk; OpenVINO computes
+    in bf16 or f32 either way)."""
+    import openvino as ov  # OpenVINO is optional: only the openvino serving backend
+
+    causal_lm.requires_grad_(False)  # traced weights become constants, which must not need grad
+    fused = _ServedDecoder(causal_lm)
+    fused.linear = F.linear  # oneDNN's op has no OpenVINO form; F.linear is the same arithmetic
+    layers, shape = len(fused.layers), (1, fused.n_kv_heads, 7, fused.head_dim)
+    batch, width = 2, 5
+    example = (
+        torch.full((batch, width), 1, dtype=torch.long),
+        torch.ones(batch, shape[2] + width, dtype=torch.long),
+        torch.arange(shape[2], shape[2] + width).expand(batch, -1).contiguous(),
+        *(torch.zeros(shape) for _ in range(2 * layers)),
+    )
+    # Batch, review length and prefix length are free; layers, heads and widths are the model's.
+    free = ov.PartialShape([-1, -1])
+    prefix = ov.PartialShape([1, shape[1], -1, shape[3]])
+    inputs = [(free, ov.Type.i64)] * len(STEP_INPUTS) + [(prefix, ov.Type.f32)] * (2 * layers)
+    with torch.no_grad():
+        model = ov.convert_model(_Served(fused).eval(), example_input=example, input=inputs)
+    for port, name in zip(model.inputs, input_names(layers), strict=True):
+        port.get_tensor().set_names({name})
+    model.outputs[0].get_tensor().set_names({"last_hidden"})
+    ov.save_model(model, str(out_xml), compress_to_fp16=True)
+    return out_xml
 
 
 class _Exported(torch.nn.Module):
@@ -96,7 +180,8 @@ class _Exported(torch.nn.Module):
 
 
 def export_fp32(causal_lm, path: Path) -> Path:
-    """The model's FusedDecoder.last_hidden as a float32 ONNX graph at `path`."""
+    """The model's FusedDecoder.last_hidden as a float32 ONNX graph at `path` (the bench's ONNX
+    Runtime rows; serving uses export_openvino)."""
     fused = FusedDecoder(causal_lm)
     fused.linear = F.linear  # oneDNN's op has no ONNX form; F.linear is the same arithmetic
     config = causal_lm.config
@@ -122,8 +207,8 @@ def export_fp32(causal_lm, path: Path) -> Path:
 
 
 def to_openvino(onnx_path: Path, out_xml: Path) -> Path:
-    """The ONNX graph as OpenVINO IR, weights stored as float16 (half the disk; OpenVINO
-    computes in bf16 or f32 either way)."""
+    """The ONNX graph as OpenVINO IR, weights stored as float16 (EXPORT_FORMAT 1's served path,
+    now the bench's row beside the served one)."""
     import openvino as ov  # OpenVINO is optional: only the openvino serving backend
 
     ov.save_model(ov.Core().read_model(str(onnx_path)), str(out_xml), compress_to_fp16=True)
@@ -142,18 +227,14 @@ def build(base_name: str, adapter_dir: Path | None, out_dir: Path) -> dict:
         model, _tokenizer = load_base(base_name, device="cpu", dtype=torch.float32)
     loaded = time.perf_counter()
     out_dir.mkdir(parents=True)
-    with tempfile.TemporaryDirectory(prefix="onnx-", dir=out_dir) as tmp:
-        onnx_file = export_fp32(model, Path(tmp) / "decoder.onnx")
-        exported = time.perf_counter()
-        to_openvino(onnx_file, out_dir / MODEL_FILE)
+    export_openvino(model, out_dir / MODEL_FILE)
     manifest = {
         "format": EXPORT_FORMAT,
         "base_model": base_name,
         "adapter_dir": str(adapter_dir) if adapter_dir is not None else None,
         "openvino": ov.get_version(),
         "load_s": round(loaded - tick, 1),
-        "export_s": round(exported - loaded, 1),
-        "convert_s": round(time.perf_counter() - exported, 1),
+        "export_s": round(time.perf_counter() - loaded, 1),  # traced, converted and saved
         "bytes": sum(f.stat().st_size for f in out_dir.iterdir() if f.is_file()),
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -255,9 +336,14 @@ class CompiledDecoder:
     def __init__(self, model_file: Path, fallback, *, threads: int | None = None, precision_hint: str | None = None):
         import openvino as ov  # OpenVINO is optional: only the openvino serving backend
 
+        threads = threads or torch.get_num_threads()  # the threads torch was given
         self.precision = precision_hint or precision()
+        if threads == 1 and self.precision == "bf16":
+            # OpenVINO 2026.4's CPU plugin dies of SIGFPE (the whole process, no exception)
+            # compiling this graph's float16 weights for bf16 on one thread; f32 compiles.
+            self.precision = "f32"
         compiled = ov.Core().compile_model(str(model_file), "CPU", {
-            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),  # the threads torch was given
+            "INFERENCE_NUM_THREADS": threads,
             "INFERENCE_PRECISION_HINT": self.precision,
             "PERFORMANCE_HINT": "LATENCY",  # one request at a time, every thread on it (we batch ourselves)
         })
@@ -266,22 +352,25 @@ class CompiledDecoder:
         self.fallback = fallback
         self.failed = False
         self._lock = threading.Lock()  # one infer request: one call at a time
-        self._prefix = (None, None)  # (the prefix_kv list it was stacked from, its stacked arrays)
+        self._prefix = None  # the prefix_kv list whose tensors the request holds
 
-    def _stacked(self, prefix_kv):
-        if self._prefix[0] is not prefix_kv:  # one per Classifier: stacked once, not per call
-            keys = torch.stack([k for k, _ in prefix_kv]).float().contiguous().numpy()
-            values = torch.stack([v for _, v in prefix_kv]).float().contiguous().numpy()
-            self._prefix = (prefix_kv, (keys, values))
-        return self._prefix[1]
+    def _set_prefix(self, prefix_kv) -> None:
+        """Give the request the prefix's keys/values (inputs 3...), once per Classifier rather
+        than per call: they stay set between calls. Under the lock."""
+        if self._prefix is not prefix_kv:
+            import openvino as ov  # OpenVINO is optional: only the openvino serving backend
+
+            arrays = [t.float().contiguous().numpy() for pair in prefix_kv for t in pair]
+            for index, array in enumerate(arrays, start=len(STEP_INPUTS)):
+                self.request.set_input_tensor(index, ov.Tensor(array))  # copied into the tensor
+            self._prefix = prefix_kv
 
     def last_hidden(self, input_ids, key_mask, position_ids, prefix_kv) -> torch.Tensor:
         if not self.failed:
             try:
-                keys, values = self._stacked(prefix_kv)
-                feed = dict(zip(INPUTS, (input_ids.cpu().numpy(), key_mask.cpu().numpy(), position_ids.cpu().numpy(),
-                                         keys, values), strict=True))
+                feed = {0: input_ids.cpu().numpy(), 1: key_mask.cpu().numpy(), 2: position_ids.cpu().numpy()}
                 with self._lock:
+                    self._set_prefix(prefix_kv)
                     out = self.request.infer(feed)[0].copy()  # the request's buffer is reused by the next call
                 return torch.from_numpy(out)
             except Exception:
@@ -326,7 +415,7 @@ def attach(classifier, base_name: str, adapter_dir=None, *, wait: bool = False) 
     the runtime at all (said in the log): runtime not installed, not on a CPU, no fused decoder
     (not a plain Llama-family model), or labels of several tokens (scored by the torch forward)."""
     if not available():
-        logger.warning("classifier %s: serving with torch: openvino, onnx or onnxscript is not installed", base_name)
+        logger.warning("classifier %s: serving with torch: openvino is not installed", base_name)
         return None
     if classifier._fused is None:
         logger.info("classifier %s: serving with torch: no fused CPU decoder to replace (a GPU, a model that is not "
