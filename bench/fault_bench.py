@@ -214,24 +214,10 @@ def http_for(stack: Stack, who: dict):
 
 
 def launch_form(**overrides) -> dict:
-    """What a browser posts from the launch form: every setting the form shows, at TrainConfig's
-    default unless TINY or `overrides` say otherwise. Built from the form's own field list, so a
-    setting added later is posted too (a hand-written payload went stale when lora_top_blocks came)."""
-    from labs.forms import FORM_CONFIG_FIELDS
-    from mlcore.config import TrainConfig
+    """What a browser posts from the launch form: TINY's settings over TrainConfig's defaults."""
+    from labs.forms import posted_form
 
-    values = {**TrainConfig().to_dict(), **TINY, **overrides}
-    data = {}
-    for field in FORM_CONFIG_FIELDS:
-        value = values[field.name]
-        if field.kind == "bool":
-            if value:  # an unticked checkbox posts nothing
-                data[field.name] = "on"
-        elif value is None:
-            data[field.name] = ""
-        else:
-            data[field.name] = list(value) if field.kind == "tuple" else value
-    return data
+    return posted_form(**{**TINY, **overrides})
 
 
 def launch(stack: Stack, who: dict, lab: str = "sentiment-lora", **overrides) -> list[int]:

@@ -34,6 +34,25 @@ def config_form_field(f: ConfigField) -> forms.Field:
     return forms.CharField(required=not f.optional, **common)
 
 
+def posted_form(**values) -> dict:
+    """What a browser posts from the launch form for these settings: every shown field, at
+    TrainConfig's default unless `values` says otherwise (an unticked checkbox posts nothing, an
+    empty optional field posts ""). Tests and benches post this, so a field added later is posted
+    too: hand-written payloads went stale when lora_top_blocks and label_noise came."""
+    values = {**TrainConfig().to_dict(), **values}
+    data = {}
+    for field in FORM_CONFIG_FIELDS:
+        value = values[field.name]
+        if field.kind == "bool":
+            if value:
+                data[field.name] = "on"
+        elif value is None:
+            data[field.name] = ""
+        else:
+            data[field.name] = list(value) if field.kind == "tuple" else value
+    return data
+
+
 # The TrainConfig part of the launch form, generated; RunForm adds the upload and the parent run.
 ConfigForm = type("ConfigForm", (forms.Form,), {f.name: config_form_field(f) for f in FORM_CONFIG_FIELDS})
 
@@ -147,6 +166,10 @@ def _sentence(name: str, message: str) -> str:
 
 
 def initial_from_config(config: dict) -> dict:
+    """The launch form's starting values: a lab preset or a run being cloned, over TrainConfig's
+    defaults, so a setting added after the preset or the run was saved starts at its default
+    instead of an empty required field the learner cannot see the reason for."""
+    config = {**TrainConfig().to_dict(), **config}
     initial = {name: config.get(name) for name in CONFIG_FIELDS}
     initial["target_modules"] = list(config.get("target_modules") or [])
     return initial

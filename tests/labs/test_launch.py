@@ -3,6 +3,7 @@
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from labs.forms import posted_form
 from labs.models import DatasetUpload, Run, RunGroup
 from tests.labs.conftest import TINY, make_run
 
@@ -10,11 +11,10 @@ LAUNCH = "/labs/sentiment-lora/launch/"
 
 
 def form_data(**overrides):
-    data = {**TINY, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"],
-            "grad_accum": 1, "warmup_ratio": 0.1, "schedule": "linear", "mask_prompt": "on", "seed": 0,
-            "lora_top_blocks": 8, "keep_best": "on"}
-    data.update(overrides)
-    return {key: value for key, value in data.items() if value is not None}
+    """The launch form as a browser posts it: TINY over the defaults, these LoRA settings, then
+    `overrides` (None unticks a checkbox or empties a field)."""
+    return posted_form(**{**TINY, "lora_r": 16, "lora_alpha": 32, "target_modules": ["q_proj", "v_proj"],
+                          "lora_top_blocks": 8, **overrides})
 
 
 def test_the_launch_form_needs_a_login(client, labs):
@@ -30,6 +30,20 @@ def test_the_form_starts_from_the_lab_preset(owner_client, labs):
     assert form.initial["lora_r"] == 16 and form.initial["train_limit"] is None and form.initial["mask_prompt"] is True
     assert form.initial["base_model"] == "smollm2-135m-instruct"
     assert b'value="smollm2-135m-instruct" selected' in response.content
+
+
+def test_every_lab_form_starts_with_a_value_in_every_required_setting(owner_client, labs):
+    """A setting added after a lab's preset (or a cloned run) was saved starts at its default: an
+    empty required field made the unchanged form fail to launch (label_noise did)."""
+    from labs.forms import FORM_CONFIG_FIELDS
+
+    required = [f.name for f in FORM_CONFIG_FIELDS if not f.optional and f.kind not in ("bool", "tuple")]
+    for lab in labs:
+        lab.preset.pop("label_noise", None)
+        lab.save()
+        initial = owner_client.get(f"/labs/{lab.slug}/launch/").context["form"].initial
+        assert [name for name in required if initial.get(name) is None] == [], lab.slug
+        assert initial["label_noise"] == 0.0
 
 
 def test_the_test_model_is_offered_only_when_the_setting_allows_it(owner_client, labs, settings):
