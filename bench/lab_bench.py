@@ -129,9 +129,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs of each tree, alternating")
     parser.add_argument("--device", default="", help='"cpu", "cuda" or empty (automatic, as the lab does)')
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--set", dest="overrides", type=json.loads, default=None, metavar="JSON",
+                        help='settings over the preset, e.g. \'{"eval_every": 0}\' (a candidate default)')
     parser.add_argument("--smoke", action="store_true", help="this tree only, the tiny test model: does the bench still run?")
     args = parser.parse_args()
-    overrides = None
+    overrides = args.overrides
     if args.smoke:
         sys.path.insert(0, str(ROOT))
         from bench.smoke import TINY_RUN
