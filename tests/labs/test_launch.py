@@ -3,7 +3,7 @@
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from labs.forms import posted_form
+from labs.forms import FORM_CONFIG_FIELDS, posted_form
 from labs.models import DatasetUpload, Run, RunGroup
 from tests.labs.conftest import TINY, make_run
 
@@ -35,8 +35,6 @@ def test_the_form_starts_from_the_lab_preset(owner_client, labs):
 def test_every_lab_form_starts_with_a_value_in_every_required_setting(owner_client, labs):
     """A setting added after a lab's preset (or a cloned run) was saved starts at its default: an
     empty required field made the unchanged form fail to launch (label_noise did)."""
-    from labs.forms import FORM_CONFIG_FIELDS
-
     required = [f.name for f in FORM_CONFIG_FIELDS if not f.optional and f.kind not in ("bool", "tuple")]
     for lab in labs:
         lab.preset.pop("label_noise", None)
