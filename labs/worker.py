@@ -49,8 +49,8 @@ class RunRecorder:
     attempt, so steps and validations up to the last recorded one are not recorded twice.
     """
 
-    def __init__(self, run_id: int):
-        self.run_id = run_id
+    def __init__(self, run_id: int, attempt: int | None = None):
+        self.run_id, self.attempt = run_id, attempt
         self._throttle = Throttle(NOTIFY_INTERVAL_S)
         self.recorded = {kind: _last_recorded_step(run_id, kind) for kind in ("step", "eval")}
 
@@ -73,11 +73,12 @@ class RunRecorder:
         self.event("log", {"message": message})
 
     def should_stop(self) -> bool:
-        """One indexed read: has the learner cancelled, is the worker shutting down (pause), or
-        has the reaper given up on us?"""
-        cancel, pause, status = Run.objects.filter(pk=self.run_id).values_list(
-            "cancel_requested", "pause_requested", "status").get()
-        return cancel or pause or status != Run.Status.RUNNING
+        """One indexed read: has the learner cancelled, is the worker shutting down (pause), has
+        the reaper given up on us, or has another attempt taken the run over (we were presumed dead)?"""
+        cancel, pause, status, attempts = Run.objects.filter(pk=self.run_id).values_list(
+            "cancel_requested", "pause_requested", "status", "attempts").get()
+        superseded = self.attempt is not None and attempts != self.attempt
+        return cancel or pause or status != Run.Status.RUNNING or superseded
 
     def report(self, event: dict):
         """mlcore.train's report callback: record, then answer "stop" when cancelled or paused."""
@@ -108,8 +109,8 @@ class Heartbeat:
     """Touches Run.heartbeat_at from a thread every interval while the worker holds the run,
     whatever the main thread is doing (loading a model, a long step, evaluating)."""
 
-    def __init__(self, run_id: int, interval: float):
-        self.run_id, self.interval = run_id, interval
+    def __init__(self, run_id: int, interval: float, attempt: int):
+        self.run_id, self.interval, self.attempt = run_id, interval, attempt
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-run-{run_id}", daemon=True)
 
@@ -125,7 +126,9 @@ class Heartbeat:
         try:
             while not self._stop.wait(self.interval):
                 try:
-                    Run.objects.filter(pk=self.run_id, status=Run.Status.RUNNING).update(heartbeat_at=timezone.now())
+                    # Fenced by attempt: a worker presumed dead must not keep its successor's run "alive".
+                    Run.objects.filter(pk=self.run_id, status=Run.Status.RUNNING, attempts=self.attempt).update(
+                        heartbeat_at=timezone.now())
                 except Exception:  # a locked or briefly unreachable DB: try again next beat
                     log.warning("heartbeat of run %s failed", self.run_id, exc_info=True)
         finally:
@@ -204,11 +207,13 @@ def run_take_over(*, run: Run, task_id: str, host: str) -> bool:
     return bool(taken)
 
 
-def _finish(run_id: int, status: str, *, message: str, error: str = "", **fields) -> bool:
+def _finish(run_id: int, attempt: int, status: str, *, message: str, error: str = "", **fields) -> bool:
     """running -> a final status, with its event, in one transaction (the consumer relies on
-    a finished run having all its events). False if the run was not running any more."""
+    a finished run having all its events). False if the run was not running any more, or is now
+    held by a later attempt (this worker was presumed dead and the run resumed elsewhere: the
+    later attempt's outcome is the one that counts)."""
     with transaction.atomic():
-        done = Run.objects.filter(pk=run_id, status=Run.Status.RUNNING).update(
+        done = Run.objects.filter(pk=run_id, status=Run.Status.RUNNING, attempts=attempt).update(
             status=status, finished_at=timezone.now(), error=error, **fields
         )
         if done:
@@ -255,24 +260,25 @@ def run_execute(*, run_id: int, task_id: str = "", host: str | None = None) -> N
     run, resume = _claim(run_id, task_id, host)
     if run is None:
         return
-    recorder = RunRecorder(run.pk)
-    with Heartbeat(run.pk, settings.RUN_HEARTBEAT_INTERVAL_S):
+    attempt = run.attempts  # every write below is fenced by it
+    recorder = RunRecorder(run.pk, attempt)
+    with Heartbeat(run.pk, settings.RUN_HEARTBEAT_INTERVAL_S, attempt):
         try:
             outcome = training.execute(run, recorder, resume=resume)
         except Exception as exc:
             log.exception("run %s failed", run.pk)
             error = describe_error(exc)
-            _finish(run.pk, Run.Status.FAILED, message=f"Failed: {error}", error=error)
+            _finish(run.pk, attempt, Run.Status.FAILED, message=f"Failed: {error}", error=error)
             return
     if outcome.cancelled and run_requeue(
-        run_id=run.pk, pause_requested=True, cancel_requested=False,
+        run_id=run.pk, pause_requested=True, cancel_requested=False, attempts=attempt,
         message="Paused: the worker is shutting down. The run continues from its checkpoint on the next free worker.",
     ):
         return
     if outcome.cancelled:
-        _finish(run.pk, Run.Status.CANCELLED, message="Cancelled: stopped after the current step.")
+        _finish(run.pk, attempt, Run.Status.CANCELLED, message="Cancelled: stopped after the current step.")
     else:
-        _finish(run.pk, Run.Status.SUCCEEDED, message=outcome.summary, metrics=outcome.metrics,
+        _finish(run.pk, attempt, Run.Status.SUCCEEDED, message=outcome.summary, metrics=outcome.metrics,
                 predictions=outcome.predictions)
 
 

@@ -1,14 +1,16 @@
 """Run lifecycle without a worker process: the task's idempotency, cancel, the reaper, and
 runs that continue another run. (The live tests drive the same code through real processes.)"""
 
+import time
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
+from labs import training, worker
 from labs.models import Run, RunEvent
 from labs.tasks import reap_runs, train_run
-from labs.worker import runs_reap
+from labs.worker import Heartbeat, runs_reap
 from tests.labs.conftest import make_run
 
 
@@ -56,6 +58,43 @@ def test_a_redelivered_task_fails_a_run_whose_worker_died_once_its_attempts_are_
     assert run.status == Run.Status.FAILED and "stopped sending heartbeats" in run.error
     assert f"started {settings.RUN_MAX_ATTEMPTS} time(s)" in run.error
     assert run.started_at is None  # it was never started again
+
+
+@pytest.mark.parametrize("outcome", ["succeeded", "failed", "paused"])
+def test_an_attempt_presumed_dead_cannot_finish_the_run_its_successor_now_holds(owner, monkeypatch, outcome):
+    """A worker cut off from the database long enough is reaped and its run resumed elsewhere;
+    when it comes back, its late outcome must not overwrite the run the later attempt is training."""
+    run = make_run(owner)
+
+    def execute_then_lose_the_run(claimed, recorder, *, resume):
+        # Meanwhile the reaper requeued the run and another worker took it over (attempt 2).
+        Run.objects.filter(pk=claimed.pk).update(attempts=2, worker_host="gpu-2", heartbeat_at=timezone.now())
+        assert recorder.should_stop()  # the stale attempt stops at its next step
+        if outcome == "failed":
+            raise RuntimeError("late failure")
+        if outcome == "paused":
+            Run.objects.filter(pk=claimed.pk).update(pause_requested=True)
+            return training.Outcome(cancelled=True)
+        return training.Outcome(cancelled=False, metrics={"test": {"accuracy": 0.1}}, summary="late")
+
+    monkeypatch.setattr(worker.training, "execute", execute_then_lose_the_run)
+    run_task(run.pk)
+    run.refresh_from_db()
+    assert (run.status, run.attempts, run.worker_host, run.metrics) == (Run.Status.RUNNING, 2, "gpu-2", None)
+    assert [e["payload"]["status"] for e in state(run.pk)[1] if e["type"] == "status"] == ["queued", "running"]
+
+
+@pytest.mark.django_db(transaction=True)  # the heartbeat thread has its own connection
+def test_a_superseded_attempts_heartbeat_does_not_keep_its_successors_run_alive(owner):
+    then = timezone.now() - timedelta(minutes=5)
+    run = make_run(owner, status=Run.Status.RUNNING, heartbeat_at=then, attempts=2)
+    beats = []
+    for attempt in (1, 2):
+        with Heartbeat(run.pk, 0.05, attempt):
+            time.sleep(0.5)
+        run.refresh_from_db()
+        beats.append(run.heartbeat_at > then)
+    assert beats == [False, True]
 
 
 def test_the_task_of_a_deleted_run_does_nothing(owner, caplog):
