@@ -12,7 +12,7 @@ start EXPORTS_PER_DAY builds per 24 h; a failed build may start again only EXPOR
 later; a run whose base model cannot be exported is refused from its config before anything is
 queued or loaded; builds run on their own `export` queue; bundles are deleted EXPORT_KEEP_S after
 they were built, and the oldest first whenever all of a host's pass EXPORT_DISK_BYTES (hourly, and
-before each build).
+as each build ends, so a new bundle never leaves the host over the budget).
 """
 
 from __future__ import annotations
@@ -157,16 +157,19 @@ def _charge_export(user) -> None:
                             f"{settings.EXPORT_KEEP_S // 86_400} days: download it again meanwhile.")
 
 
-def exports_clean(*, now: float | None = None) -> dict:
+def exports_clean(*, now: float | None = None, keep: Path | None = None) -> dict:
     """Delete this host's bundles built more than EXPORT_KEEP_S ago, then the oldest until the
     rest fit EXPORT_DISK_BYTES, and build folders a killed build left. Its state file then reads
-    "none": the panel offers the build again."""
+    "none": the panel offers the build again. `keep`: a bundle just built, never removed here
+    (the budget is then over only if that one bundle alone is larger than it)."""
     now = now or time.time()
     root = Path(settings.ARTIFACTS_DIR)
     bundles = sorted((path.stat().st_mtime, path.stat().st_size, path) for path in root.glob("run-*/gguf/*.zip"))
     total = sum(size for _, size, _ in bundles)
     removed = 0
     for built, size, path in bundles:  # oldest first
+        if keep is not None and path == keep:
+            continue
         if now - built > settings.EXPORT_KEEP_S or total > settings.EXPORT_DISK_BYTES:
             path.unlink(missing_ok=True)
             total, removed = total - size, removed + 1
@@ -188,7 +191,7 @@ def gguf_export_build(*, run_id: int, quant: str) -> ExportState:
     report = _progress_writer(run, quant)
     report(0.0, "Starting…")
     try:
-        exports_clean()  # room for this one: the oldest bundles go first
+        exports_clean()  # expired bundles go before the build needs the disk
         gguf_export.check_exportable(run.config["base_model"])  # before any weights load
         adapter = storage.adapter_dir(run)
         if adapter is None:
@@ -203,6 +206,8 @@ def gguf_export_build(*, run_id: int, quant: str) -> ExportState:
             gguf_export.write_bundle(bundle_path(run, quant), result.path, labels=labels, model_name=name,
                                      tokenizer=load_tokenizer(run.config["base_model"]),
                                      prompt=PromptFormat.for_adapter(adapter, labels))
+        # Now that its size is known: the oldest other bundles go until the budget holds again.
+        exports_clean(keep=bundle_path(run, quant))
         _write_state(run, quant, "ready", progress=1.0)
     except Exception as exc:  # noqa: BLE001 - every failure must reach the page, not only ours
         log.exception("GGUF export of run %s at %s failed", run_id, quant)

@@ -133,6 +133,30 @@ def test_the_cleanup_expires_old_bundles_then_keeps_the_disk_budget_oldest_first
     assert not expired.exists() and not oldest.exists() and middle.exists() and newest.exists()
 
 
+def test_a_finished_build_makes_room_for_itself_within_the_disk_budget(owner, adapter, settings):
+    """The bundle just built is measured against the budget: older bundles go, never it."""
+    run = finished_run(owner, adapter)
+    root = settings.ARTIFACTS_DIR
+    older = [bundle(root / f"run-{900 + i}", f"tunelab-run-{900 + i}-q8_0.zip", 6_000_000, age_s=600 - i) for i in range(3)]
+    settings.EXPORT_DISK_BYTES = 18_000_000
+    state = exports.gguf_export_build(run_id=run.pk, quant="q4_0")
+    assert state.state == "ready", state.message
+    built = exports.bundle_path(run, "q4_0").stat().st_size
+    assert 0 < built < 6_000_000  # the tiny model (~5 MB): the expected removals below are exact
+    kept = [path.exists() for path in older]
+    assert kept == [False, True, True]  # 18 MB + the new bundle > 18 MB: the oldest went, and only it
+    assert sum(p.stat().st_size for p in root.glob("run-*/gguf/*.zip")) <= settings.EXPORT_DISK_BYTES
+
+
+def test_a_bundle_larger_than_the_whole_budget_is_kept_once_built(settings):
+    settings.EXPORT_DISK_BYTES = 500
+    root = settings.ARTIFACTS_DIR
+    other = bundle(root / "run-7", "tunelab-run-7-q8_0.zip", 300, age_s=60)
+    new = bundle(root / "run-8", "tunelab-run-8-f16.zip", 1000, age_s=1)
+    assert exports.exports_clean(keep=new) == {"removed": 1, "kept_bytes": 1000}
+    assert new.exists() and not other.exists()
+
+
 def test_a_removed_bundle_is_offered_again(owner, adapter, settings):
     run = finished_run(owner, adapter)
     exports._write_state(run, "q8_0", "ready", progress=1.0)
