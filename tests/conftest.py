@@ -19,6 +19,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # would start an export in a child process. tests/mlcore/test_onnx_serving.py and
 # tests/inference/test_served_runtime.py turn it on where it is the subject.
 os.environ.setdefault("TUNELAB_INFERENCE_BACKEND", "torch")
+# Those OpenVINO builds run at the same priority as the tests around them (mlcore.onnx_serving).
+os.environ.setdefault("TUNELAB_EXPORT_NICE", "0")
 
 
 # Names whose use starts other processes (the servers of tests/servers.py and
