@@ -267,7 +267,7 @@ def runtime_classifiers(ours, base_name: str, adapter: Path, threads: int, work:
             made[f"ov-{precision}"] = clone(decoder)
             info[f"ov-{precision}"] = {"export_s": export_s, "file_mb": manifest["bytes"] / 2**20, "precision": decoder.precision}
     else:
-        print("OpenVINO rows are left out: openvino/onnx/onnxscript are not installed (pip install -r requirements.txt)")
+        print("OpenVINO rows are left out: openvino is not installed (pip install -r requirements.txt)")
     has_ort = importlib.util.find_spec("onnxruntime") is not None
     if importlib.util.find_spec("onnxscript") and (has_ort or onnx_serving.available()):
         tick = time.perf_counter()
@@ -287,7 +287,7 @@ def runtime_classifiers(ours, base_name: str, adapter: Path, threads: int, work:
             made[f"ort-{kind}"] = clone(OrtDecoder(path, threads))
             info[f"ort-{kind}"] = {"export_s": fp32_s + quantize_s, "file_mb": path.stat().st_size / 2**20}
     else:
-        print("ONNX Runtime rows are left out: onnxruntime is not installed (pip install -r requirements-bench.txt)")
+        print("ONNX rows are left out: onnx/onnxscript/onnxruntime are not installed (pip install -r requirements-bench.txt)")
     return made, info
 
 
