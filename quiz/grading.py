@@ -37,6 +37,23 @@ class Grade:
     feedback: str
 
 
+TIMES = "x"  # the bank's unit for a ratio ("4x faster"): written 4×, asked as "how many times"
+
+
+def with_unit(number: str, unit: str) -> str:
+    """A number as the learner reads it: "4×" for a ratio, "16 GB" for the rest."""
+    if unit == TIMES:
+        return f"{number}×"
+    return f"{number} {unit}" if unit else number
+
+
+def unit_hint(unit: str) -> str:
+    """What to type, after "Answer with a number" / "Your answer"; "" without a unit."""
+    if unit == TIMES:
+        return "how many times, e.g. 4 for 4×"
+    return unit
+
+
 def grade_numeric(text: str, answer: float, tolerance: float, unit: str = "") -> Grade:
     """Full marks when |x - answer| <= tolerance (absolute); a hair of slack absorbs float rounding."""
     try:
@@ -44,7 +61,7 @@ def grade_numeric(text: str, answer: float, tolerance: float, unit: str = "") ->
     except NotANumber as exc:
         return Grade(0.0, str(exc))
     slack = 1e-9 * max(1.0, abs(answer))
-    expected = f"{_fmt(answer)}{' ' + unit if unit else ''}"
+    expected = with_unit(_fmt(answer), unit)
     if abs(value - answer) <= tolerance + slack:
         return Grade(1.0, f"Correct: {expected}" + (f" (± {_fmt(tolerance)})." if tolerance else "."))
     return Grade(0.0, f"You answered {_fmt(value)}; the answer is {expected}"

@@ -1,7 +1,9 @@
 from django import template
+from django.template.defaultfilters import floatformat
 
 from content.markdown import render_markdown
-from quiz import selectors
+from quiz import grading, selectors
+from quiz.grading import with_unit
 from quiz.vocab import topic_label as _topic_label
 
 register = template.Library()
@@ -33,3 +35,16 @@ def lab_questions(lab) -> list[dict]:
     """The questions a lab answers, for its page: `{% lab_questions lab as questions %}`. A tag
     of the quiz app, so that labs' code never imports the quiz app (which stands on labs)."""
     return selectors.lab_questions(lab)
+
+
+@register.filter
+def numeric_answer(question) -> str:
+    """A numeric question's answer with its unit (4×, 16 GB) and tolerance, as plain text."""
+    number = floatformat(question.numeric_answer, "-4")
+    tolerance = f" (± {floatformat(question.tolerance, '-4')})" if question.tolerance else ""
+    return with_unit(number, question.unit) + tolerance
+
+
+@register.filter
+def unit_hint(unit: str) -> str:
+    return grading.unit_hint(unit)

@@ -7,11 +7,12 @@ import io
 import pytest
 from django.core.management import call_command
 
-from labs.models import Lab, Run
+from labs.models import Lab
 from labs.services import group_launch
 from labs.worker import run_execute
 from tests.conftest import log_in_browser
 from tests.labs.conftest import TINY, make_run
+from tests.labs.test_four_bit_lab import assert_the_run_measured_each_export
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -36,11 +37,11 @@ def test_the_lab_page_teaches_and_links_its_questions(live_server, page, transac
 
 def test_the_four_bit_table_shows_each_export_and_fits_a_phone(live_server, page, transactional_db, client, owner, labs,
                                                                screenshot):
-    run = make_run(owner, lab=Lab.objects.get(slug="four-bit-cost"))
-    run_execute(run_id=run.pk)
+    run = make_run(owner, lab=Lab.objects.get(slug="four-bit-cost"))  # the tiny model: the lab's steps, in seconds
+    run_execute(run_id=run.pk, task_id="t-4bit")
     run.refresh_from_db()
-    assert run.status == Run.Status.SUCCEEDED, run.error
     log_in_browser(page, client, owner, live_server.url)
+    assert_the_run_measured_each_export(run, client)  # the run's figures and the page's HTML
     page.goto(f"{live_server.url}/labs/runs/{run.pk}/results/")
     table = page.locator("#quantization-table")
     assert table.is_visible() and table.locator("tbody tr").count() == 1 + len(run.metrics["quantization"]["rows"])

@@ -28,6 +28,8 @@ def test_numeric_answers_within_the_tolerance_get_full_marks():
     assert grade_numeric("0.3", 0.1 + 0.2, 0.0).score == 1.0  # float rounding is not a wrong answer
     assert grade_numeric("1.11", 1.0986, 0.01).score == 0.0
     assert grade_numeric("1.10", 1.0986, 0.01).score == 1.0
+    assert grade_numeric("4", 4.0, 0.0, unit="x").feedback == "Correct: 4×."  # a ratio, not "4 x"
+    assert grade_numeric("3", 4.0, 0.0, unit="GB").feedback == "You answered 3; the answer is 4 GB."
     wrong = grade_numeric("65", 64.0, 0.5, "examples")
     assert wrong.score == 0.0 and "the answer is 64 examples" in wrong.feedback
     assert "is not a number" in grade_numeric("lots", 64.0, 0.0).feedback

@@ -29,6 +29,9 @@ def test_the_lab_link_and_the_practice_rating_do_not_overlap(live_server, page, 
         assert not boxes_overlap(link, rating), (width, link, rating)
     page.locator("#answer-1 details summary").click()
     assert "4×" in page.locator("#answer-1 details").inner_text()  # a ratio, not "4 x"
+    card = page.locator("#answer-1").inner_text()
+    assert "Correct: 4×." in card and "Answer with a number (how many times, e.g. 4 for 4×)." in card
+    assert "(x)" not in card and "4 x" not in card
     screenshot(page, "polish-quiz-results")
 
 
@@ -43,6 +46,7 @@ def test_question_number_boxes_sit_inside_the_card(live_server, page, transactio
         first = page.locator(".attempt-steps .step").first.bounding_box()
         assert first["x"] >= card["x"] - 1, (width, first, card)
     assert page.locator("label[for=answer-number]").inner_text() == "Your answer (how many times, e.g. 4 for 4×)"
+    assert "Answer with a number" not in page.locator("main").inner_text()  # said once, at the field
 
 
 def test_a_partly_answered_quiz_warns_before_it_is_submitted(live_server, page, transactional_db, client, owner,
