@@ -1,4 +1,4 @@
-"""The 4-bit and label-noise labs in a real browser, on real tiny-model runs: the lab pages with
+"""The 4-bit, label-noise and real-text labs in a real browser, on real tiny-model runs: the lab pages with
 their questions, the 4-bit table on the results page, the label-noise group's table and chart.
 Screenshots at 1280 and 390 px go to var/screenshots/ (a page wider than the screen fails)."""
 
@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.mark.parametrize("slug, question", [("four-bit-cost", "nearest-rounding-erases-lora-update"),
-                                            ("label-noise", "label-noise-and-confidence")])
+                                            ("label-noise", "label-noise-and-confidence"),
+                                            ("real-text", "classifier-misreads-real-reviews")])
 def test_the_lab_page_teaches_and_links_its_questions(live_server, page, transactional_db, client, owner, labs,
                                                       screenshot, slug, question):
     from quiz.models import Question
