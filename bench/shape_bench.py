@@ -11,7 +11,7 @@ model has its exact shape (24 blocks, hidden 896, MLP 4864, 14 query / 2 key-val
 same ChatML template and whose ids fit the vocabulary. Speed does not depend on the weights'
 values. It is written once to var/bench/qwen2.5-0.5b-shaped and loaded through the registry's
 Qwen entry (TUNELAB_QWEN_PATH), so the run is the default lab's code path: mlcore.train.train
-with the default configuration (LoRA in the top 8 blocks, frozen hidden states cached), only
+with the default configuration (LoRA in the top N blocks, frozen hidden states cached), only
 the batch size and the number of steps changed.
 
 Timing: the training split is repeated so every measured step is in the first epoch (each

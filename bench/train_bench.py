@@ -17,7 +17,7 @@ Three trainers, each in its own subprocess (so peak RSS is per trainer), one aft
 
 Same for all three: base model (SmolLM2-135M-Instruct from our var/ cache), the bundled
 "reviews" train split, prompt (system + review, via the chat template), LoRA (TrainConfig's
-defaults: r=16, alpha=32, dropout 0.05, all 7 linear layers of the top 8 blocks, the same
+defaults: r=16, alpha=32, dropout 0.05, all 7 linear layers of the top N blocks (TrainConfig.lora_top_blocks), the same
 blocks for TRL through peft's layers_to_transform; TRL still runs and backpropagates through
 every block, ours computes the frozen blocks once per example), batch size 8,
 number of optimizer steps, seeds (0, 1, 2 by default; each trainer runs once per seed and its

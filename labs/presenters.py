@@ -13,7 +13,7 @@ from django.template.loader import select_template
 
 from labs import storage
 from labs.models import Lab, Run
-from mlcore.config import Setting, config_fields
+from mlcore.config import Setting, TrainConfig, config_fields
 from mlcore.gguf_export import BITS_PER_WEIGHT, QUANTS
 from mlcore.registry import how_to_provide, is_available, user_models
 
@@ -61,11 +61,14 @@ def lab_durations(lab: Lab) -> dict:
     n=0 when none has."""
     rows = (Run.objects.filter(lab=lab, status=Run.Status.SUCCEEDED, started_at__isnull=False, finished_at__isnull=False)
             .order_by("-finished_at").values_list("config", "started_at", "finished_at")[:100])
-    presets = [lab.preset] + [{**lab.preset, **(v.get("overrides") or {})} for v in lab.variants]
-    keys = [[k for k in DURATION_SETTINGS if k in preset] for preset in presets]
+    # A setting the preset leaves out is TrainConfig's default (train_limit: all examples), and a
+    # clone that set it differently is not the lab's run either.
+    defaults = TrainConfig().to_dict()
+    presets = [{**defaults, **lab.preset, **(v.get("overrides") or {})} for v in [{}, *lab.variants]]
 
     def as_preset(config: dict) -> bool:
-        return any(all(config.get(k) == preset[k] for k in ks) for preset, ks in zip(presets, keys, strict=True))
+        config = {**defaults, **config}
+        return any(all(config.get(k) == preset.get(k) for k in DURATION_SETTINGS) for preset in presets)
 
     latest = [(finished - started).total_seconds() for config, started, finished in rows if as_preset(config)][:20]
     seconds = sorted(latest)
