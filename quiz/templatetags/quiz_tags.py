@@ -3,7 +3,6 @@ from django.template.defaultfilters import floatformat
 
 from content.markdown import render_markdown
 from quiz import grading, selectors
-from quiz.grading import with_unit
 from quiz.vocab import topic_label as _topic_label
 
 register = template.Library()
@@ -42,9 +41,7 @@ def numeric_answer(question) -> str:
     """A numeric question's answer with its unit (4×, 16 GB) and tolerance, as plain text."""
     number = floatformat(question.numeric_answer, "-4")
     tolerance = f" (± {floatformat(question.tolerance, '-4')})" if question.tolerance else ""
-    return with_unit(number, question.unit) + tolerance
+    return grading.with_unit(number, question.unit) + tolerance
 
 
-@register.filter
-def unit_hint(unit: str) -> str:
-    return grading.unit_hint(unit)
+register.filter("unit_hint", grading.unit_hint)  # what to type: "how many times, e.g. 4 for 4×" for a ratio
