@@ -438,7 +438,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     # A web process's background build: requests being served come first. The suite sets 0: there
     # the "requests" are other tests, and a build at nice 10 on busy cores took 12x its time.
-    os.nice(int(os.environ.get("TUNELAB_EXPORT_NICE", "10")))
+    niceness = os.environ.get("TUNELAB_EXPORT_NICE", "10").strip()
+    if not niceness.isdigit() or int(niceness) > 19:
+        parser.error(f"TUNELAB_EXPORT_NICE must be a whole number from 0 to 19, not {niceness!r}")
+    os.nice(int(niceness))
     warnings.filterwarnings("ignore")
     manifest = build(args.base, Path(args.adapter) if args.adapter else None, Path(args.out))
     print(json.dumps(manifest))

@@ -179,3 +179,11 @@ def test_the_default_adapter_served_by_openvino_agrees_with_torch(exports, smoll
     agreement = np.mean([a == b for a, b in zip(labels, torch_labels, strict=True)])
     assert agreement >= 0.99, f"{agreement:.3f} of {len(texts)} test labels agree ({classifier._fused.precision})"
     assert len(set(torch_labels)) > 1
+
+
+def test_a_malformed_build_niceness_stops_the_build_with_the_setting_named(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("TUNELAB_EXPORT_NICE", "-5")
+    with pytest.raises(SystemExit):
+        onnx_serving.main(["build", "--base", "tiny-test", "--out", str(tmp_path / "out")])
+    assert "TUNELAB_EXPORT_NICE must be a whole number from 0 to 19, not '-5'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
