@@ -3,6 +3,7 @@
     .venv/bin/python bench/lab_bench.py                       # against 84d1e7a, on the CPU
     .venv/bin/python bench/lab_bench.py --ref 84d1e7a --repeat 2 --json var/bench/lab.json
     .venv/bin/python bench/lab_bench.py --device cuda --ref none   # this tree only, on a GPU
+    .venv/bin/python bench/lab_bench.py --kept --ref 46a36fd   # also: a later run on the same host
     .venv/bin/python bench/lab_bench.py --smoke        # this tree, the preset on the tiny test model: seconds
 
 What one run times, for each tree: a fresh Python process, as the lab's Celery worker child
@@ -19,6 +20,12 @@ virtualenv, so only the code, the preset and the data differ. Runs alternate ref
 current, so load from other processes on a shared machine hits both alike; the table gives
 each run and the speed-up of the medians, in wall time and in CPU time (user + system, all
 threads of the child): on a machine shared with other work the CPU time is the steadier figure.
+
+Each lab process gets a var/ of its own (base models linked from this checkout's), so it starts
+with nothing an earlier run kept: the first lab on a fresh host. `--kept` adds rows for the
+current tree as every later run on that host is: one unmeasured run first keeps the zero-shot
+baseline and the frozen blocks' hidden states (mlcore.lab_cache), and the "current, kept" runs
+read them.
 """
 
 from __future__ import annotations
@@ -84,12 +91,20 @@ def reference_tree(ref: str) -> Path:
     return tree
 
 
-def run_lab(tree: Path, device: str, overrides: dict | None = None) -> dict:
+def child_var(parent: Path) -> Path:
+    """A var/ of its own for a lab process, its models/ being this checkout's (no model
+    dequantization is timed): empty otherwise, so the lab finds nothing an earlier run kept
+    (mlcore.lab_cache) unless it shares this var/ with that run."""
+    var = Path(tempfile.mkdtemp(dir=parent, prefix="var-"))
+    (var / "models").symlink_to(var_dir() / "models", target_is_directory=True)
+    return var
+
+
+def run_lab(tree: Path, device: str, overrides: dict | None = None, var: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory(dir=ROOT / "var") as out:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         launched = time.time()
-        # Both trees read base models from this checkout's var/models (no cache build is timed).
-        env = os.environ | {"TUNELAB_VAR_DIR": str(var_dir())}
+        env = os.environ | {"TUNELAB_VAR_DIR": str(var or child_var(Path(out)))}
         proc = subprocess.run(
             [sys.executable, "-c", CHILD, repr(launched), out, device, *([json.dumps(overrides)] if overrides else [])],
             cwd=tree, capture_output=True, text=True, env=env,
@@ -117,9 +132,10 @@ def table(rows: list[dict], ref: str | None) -> str:
         )
     if ref:
         for key, what in (("results_s", "launch to results"), ("cpu_s", "CPU time (all threads)")):
-            median = {t: statistics.median(r[key] for r in rows if r["tree"] == t) for t in (ref, "current")}
-            lines.append(f"\n{what}, medians: {ref} {median[ref]:.0f} s, current {median['current']:.0f} s: "
-                         f"**{median[ref] / median['current']:.2f}x**")
+            for tree in sorted({r["tree"] for r in rows} - {ref}):
+                median = {t: statistics.median(r[key] for r in rows if r["tree"] == t) for t in (ref, tree)}
+                lines.append(f"\n{what}, medians: {ref} {median[ref]:.0f} s, {tree} {median[tree]:.0f} s: "
+                             f"**{median[ref] / median[tree]:.2f}x**")
     return "\n".join(lines)
 
 
@@ -131,6 +147,9 @@ def main() -> None:
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--set", dest="overrides", type=json.loads, default=None, metavar="JSON",
                         help='settings over the preset, e.g. \'{"eval_every": 0}\' (a candidate default)')
+    parser.add_argument("--kept", action="store_true",
+                        help="also time the current tree as a later run on the same host: reading what an earlier "
+                             "run kept (mlcore.lab_cache: the zero-shot baseline, the frozen blocks' hidden states)")
     parser.add_argument("--smoke", action="store_true", help="this tree only, the tiny test model: does the bench still run?")
     args = parser.parse_args()
     overrides = args.overrides
@@ -138,17 +157,24 @@ def main() -> None:
         sys.path.insert(0, str(ROOT))
         from bench.smoke import TINY_RUN
 
-        args.ref, args.repeat, args.device, overrides = "none", 1, "cpu", TINY_RUN
+        args.ref, args.repeat, args.device, args.kept, overrides = "none", 1, "cpu", True, TINY_RUN
     ref = None if args.ref == "none" else args.ref
     trees = ([(ref, reference_tree(ref))] if ref else []) + [("current", ROOT)]
     (ROOT / "var").mkdir(exist_ok=True)
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     rows = []
-    for run in range(1, args.repeat + 1):
-        for name, tree in trees:
-            row = run_lab(tree, args.device, overrides) | {"tree": name, "run": run, "load": os.getloadavg()[0]}
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+    with tempfile.TemporaryDirectory(dir=ROOT / "var") as scratch:
+        kept = None
+        if args.kept:  # the current tree's later runs on one host: one unmeasured run keeps what it can
+            kept = child_var(Path(scratch))
+            run_lab(ROOT, args.device, overrides, kept)
+            trees.append(("current, kept", ROOT))
+        for run in range(1, args.repeat + 1):
+            for name, tree in trees:
+                var = kept if name == "current, kept" else None
+                row = run_lab(tree, args.device, overrides, var) | {"tree": name, "run": run, "load": os.getloadavg()[0]}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     print(table(rows, ref))
     if args.json:

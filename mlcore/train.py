@@ -37,6 +37,7 @@ from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dic
 from safetensors.torch import load_file
 from transformers import DynamicCache
 
+from . import lab_cache
 from .classify import _PROBE_TEXT, Classifier
 from .config import NEUTRAL_DEFAULTS, RESUMABLE_CHANGES, ConfigError, TrainConfig, check_labels, flip_labels, select_examples
 from .data import Dataset, Example, load_probe
@@ -228,6 +229,21 @@ class Split:
     def __init__(self, examples: list[Example], encoded: list[EncodedExample], prefix_len: int):
         self.examples, self.encoded, self.prefix_len = examples, encoded, prefix_len
         self.hidden: list = [None] * len(encoded)
+        self.kept_as: str | None = None  # mlcore.lab_cache key of these hidden states
+        self.from_kept = False
+
+    def reuse_kept(self, decoder, facts: list) -> None:
+        """Take the hidden states an earlier run of the same base model, prompt and rows kept."""
+        rows = [e.input_ids[self.prefix_len :] for e in self.encoded]
+        self.kept_as = lab_cache.key("hidden", [*facts, decoder.start, self.prefix_len], rows)
+        kept = lab_cache.load_hidden(self.kept_as, [len(r) for r in rows])
+        if kept is not None:
+            self.hidden, self.from_kept = [h.to(decoder.device) for h in kept], True
+
+    def keep(self) -> None:
+        """Store the hidden states for later runs, once every row's has been computed here."""
+        if self.kept_as and not self.from_kept and self.encoded and all(h is not None for h in self.hidden):
+            lab_cache.store_hidden(self.kept_as, self.hidden)
 
     def __len__(self) -> int:
         return len(self.encoded)
@@ -406,6 +422,8 @@ class Prepared:
     steps_per_epoch: int
     total_steps: int
     flipped: list[int] = field(default_factory=list)  # training examples whose label label_noise replaced
+    zero_shot_key: str | None = None  # mlcore.lab_cache: where the baseline is kept (config.zero_shot)
+    zero_shot_cached: dict | None = None  # the baseline found there when the run started
 
 
 def prepare(config: TrainConfig, dataset: Dataset) -> Prepared:
@@ -441,11 +459,23 @@ def prepare(config: TrainConfig, dataset: Dataset) -> Prepared:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, config.schedule))
+    label_ids = single_token_label_ids(tokenizer, labels)
+    splits = [Split(examples, train_set, len(prefix)), Split(dataset.validation, val_set, len(prefix)),
+              Split(dataset.test, test_set, len(prefix))]
+    # What does not depend on the training is reused from an earlier run (mlcore.lab_cache).
+    dtype = str(next(model.parameters()).dtype)
+    facts = [config.base_model, dtype, str(decoder.device), lab_cache.weights_fingerprint(causal_lm)]
+    if decoder.start:
+        for split in splits:
+            split.reuse_kept(decoder, facts)
+    zero_shot_key = None
+    if config.zero_shot and test_set:
+        rows = [(e.input_ids, x.label) for e, x in zip(test_set, dataset.test, strict=True)]
+        zero_shot_key = lab_cache.key("zero-shot", [*facts, prefix, label_ids], rows)
     return Prepared(
-        config, labels, model, tokenizer, decoder, causal_lm.get_output_embeddings(), single_token_label_ids(tokenizer, labels),
-        Split(examples, train_set, len(prefix)), Split(dataset.validation, val_set, len(prefix)),
-        Split(dataset.test, test_set, len(prefix)), params, optimizer, scheduler, steps_per_epoch, total_steps,
-        flipped=flipped,
+        config, labels, model, tokenizer, decoder, causal_lm.get_output_embeddings(), label_ids, *splits,
+        params, optimizer, scheduler, steps_per_epoch, total_steps, flipped=flipped, zero_shot_key=zero_shot_key,
+        zero_shot_cached=lab_cache.load_metrics(zero_shot_key) if zero_shot_key else None,
     )
 
 
@@ -498,14 +528,26 @@ def save_and_score(run: Prepared, out_dir: Path, best: Best, zero_shot: bool, re
     (out_dir / "README.md").unlink(missing_ok=True)  # peft's empty model card
     run.model.eval()
     test = score_split(run, run.test, progress("test"))
-    baseline = None
-    if zero_shot:  # the frozen blocks' hidden states are shared with the scoring above
-        with run.model.disable_adapter():
-            baseline = score_split(run, run.test, progress("zero_shot"))["metrics"]
+    baseline = zero_shot_baseline(run, progress("zero_shot")) if zero_shot else None
     with open(out_dir / "test_predictions.jsonl", "w", encoding="utf-8") as f:
         for row in test["predictions"]:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return test, baseline
+
+
+def zero_shot_baseline(run: Prepared, progress=None) -> dict:
+    """The base model's test metrics without the adapter: kept from an earlier run of the same
+    base model, prompt and test split when there is one (mlcore.lab_cache), else scored."""
+    cached = run.zero_shot_cached or (lab_cache.load_metrics(run.zero_shot_key) if run.zero_shot_key else None)
+    if cached is not None:
+        if progress is not None:
+            progress(len(run.test), len(run.test))
+        return cached
+    with run.model.disable_adapter():  # the frozen blocks' hidden states are shared with the test scoring
+        metrics = score_split(run, run.test, progress)["metrics"]
+    if run.zero_shot_key:
+        lab_cache.store_metrics(run.zero_shot_key, metrics)
+    return metrics
 
 
 def score_probe(run: Prepared) -> dict | None:
@@ -555,10 +597,11 @@ def validation_steps_left(run: Prepared, step: int) -> int:
 
 def eta_seconds(run: Prepared, step: int, step_s: float, scoring: ScoringPace, train_samples_per_s: float) -> float:
     """Seconds until the run is done: the training steps left, the validation passes still due,
-    and the final scoring of the test split (twice with the zero-shot baseline). A step-time-only
+    and the final scoring of the test split (twice with a zero-shot baseline not yet kept). A step-time-only
     ETA said 4:01 at step 41 of a run that took 10:18, the passes being most of the difference."""
     per_example = scoring.per_example(train_samples_per_s)
-    scoring_left = validation_steps_left(run, step) * len(run.validation) + len(run.test) * (2 if run.config.zero_shot else 1)
+    zero_shot_due = run.config.zero_shot and run.zero_shot_cached is None
+    scoring_left = validation_steps_left(run, step) * len(run.validation) + len(run.test) * (2 if zero_shot_due else 1)
     return step_s * (run.total_steps - step) + per_example * scoring_left
 
 
@@ -639,6 +682,8 @@ def finish(run: Prepared, out_dir: Path, best: Best, validation, started, step, 
         test_calibration = calibration([r["label"] for r in test["predictions"]], [r["probs"] for r in test["predictions"]])
         result.metrics = test["metrics"]
         result.probe = score_probe(run)
+        for split in (run.train, run.validation, run.test):  # for the next run of this lab (mlcore.lab_cache)
+            split.keep()
         result.best_validation = best.record
         shutil.rmtree(out_dir / "checkpoint", ignore_errors=True)  # finished: nothing left to resume
     result.elapsed_s = time.perf_counter() - started

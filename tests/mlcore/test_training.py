@@ -311,7 +311,7 @@ def test_the_eta_counts_the_validation_passes_and_the_final_scoring_still_due():
     from mlcore.train import ScoringPace, eta_seconds, validation_steps_left
 
     run = SimpleNamespace(config=SimpleNamespace(eval_every=0, zero_shot=True), validation=[0] * 20, test=[0] * 30,
-                          total_steps=10, steps_per_epoch=5)
+                          total_steps=10, steps_per_epoch=5, zero_shot_cached=None)
     assert validation_steps_left(run, 1) == 2  # the ends of both epochs
     assert validation_steps_left(run, 5) == 2  # step 5's own pass runs after its step event
     assert validation_steps_left(run, 6) == 1
@@ -321,5 +321,7 @@ def test_the_eta_counts_the_validation_passes_and_the_final_scoring_still_due():
     assert eta_seconds(run, 1, 2.0, pace, 8.0) == pytest.approx(9 * 2.0 + 0.2 * (2 * 20 + 2 * 30))
     # Before any pass is measured, a scored example costs a third of a trained one.
     assert eta_seconds(run, 1, 2.0, ScoringPace(), 8.0) == pytest.approx(18 + (100 / 24))
+    run.zero_shot_cached = {"macro_f1": 0.4}  # a baseline kept from an earlier run: the test split is scored once
+    assert eta_seconds(run, 1, 2.0, pace, 8.0) == pytest.approx(9 * 2.0 + 0.2 * (2 * 20 + 30))
     run.config.eval_every = 3
     assert validation_steps_left(run, 1) == 4  # steps 3, 6, 9 and the last
