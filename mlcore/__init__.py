@@ -13,6 +13,7 @@ Modules, in the order data flows through them:
     config         TrainConfig: each training setting declared once, its checks (no torch)
     train          the training loop (torch, peft and transformers at the top)
     upper          LoRA in the top blocks only: the frozen blocks below run once per example
+    lab_cache      what every run of a lab computes alike (zero-shot baseline, frozen states), kept
     classify       label scoring with a cached system-prompt prefix
     fused          a lean inference forward for Llama-family decoders
     metrics        accuracy, macro-F1, per-class scores, confusion matrix
