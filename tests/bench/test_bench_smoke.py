@@ -83,7 +83,10 @@ def check_lab(output: str) -> None:
 
 
 def check_real(output: str) -> None:
-    assert re.search(rf"^default\s+\d+\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}%$", output, re.M), output
+    for seed in (0, 1):  # the smoke run trains the default twice, then prints the spread over seeds
+        assert re.search(rf"^default s{seed}\s+\d+\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}%$", output, re.M), output
+    spread = rf"{NUMBER}±{NUMBER}"
+    assert re.search(rf"^default mean\s+\d+ {spread} {spread} {spread} {NUMBER}%±{NUMBER}%$", output, re.M), output
 
 
 def check_shape(output: str) -> None:
