@@ -19,6 +19,7 @@ Modules, in the order data flows through them:
     metrics        accuracy, macro-F1, per-class scores, confusion matrix
     evaluate       classifier + examples -> metrics and per-example predictions
     gguf_export    a trained classifier as GGUF, for llama.cpp and Ollama
+    gguf_reader    the gguf package with its header reader made fast (every import of gguf goes here)
     gguf_quant     calibrated rounding (GPTQ) into Q8_0 / Q4_0 blocks
     gguf_classify  classify through an exported GGUF file, to check an export
     onnx_serving   the served decoder exported to ONNX and compiled by OpenVINO, off the request path

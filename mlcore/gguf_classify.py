@@ -71,7 +71,7 @@ def llama_cpp_available() -> bool:
 def gguf_metadata(path) -> tuple[list[str], int, PromptFormat]:
     """(labels, max_text_tokens, prompt) recorded in an exported file; a file exported before
     prompts were versioned was trained with version 1."""
-    import gguf  # gguf: only when a GGUF file is read or written
+    from .gguf_reader import gguf  # gguf: only when a GGUF file is read or written
 
     fields = gguf.GGUFReader(path).fields
     if LABELS_KEY not in fields:
@@ -110,6 +110,8 @@ def transformers_gguf_classifier(path, labels, *, max_text_tokens: int = DEFAULT
                                  prompt: PromptFormat | None = None):
     """The file dequantized by transformers' GGUF loader, served by mlcore's Classifier."""
     from transformers import AutoModelForCausalLM, AutoTokenizer  # transformers: seconds to import, only here
+
+    from . import gguf_reader  # noqa: F401 - the reader transformers opens the file with, made fast
 
     path = Path(path)
     if tokenizer is None:

@@ -138,7 +138,7 @@ def gguf_architecture(path) -> str:
                 break  # an array before it: let the full reader find it
             if name == "general.architecture":
                 return str(value)
-    import gguf  # gguf: only when a GGUF file is read or written
+    from .gguf_reader import gguf  # gguf: only when a GGUF file is read or written
 
     return str(gguf.GGUFReader(path).fields["general.architecture"].contents())
 
@@ -260,7 +260,7 @@ def export_merged(adapter_dir, out, *, quant: str = DEFAULT_QUANT, base_name: st
     prompt = PromptFormat.for_adapter(adapter_dir, labels)
     state, config = model.state_dict(), model.config
     _check_llama(config)
-    import gguf  # gguf: only when a GGUF file is read or written
+    from .gguf_reader import gguf  # gguf: only when a GGUF file is read or written
 
     name_map = gguf.TensorNameMap(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
     adapted = adapted_weights(adapter_dir)
@@ -304,7 +304,7 @@ def adapted_weights(adapter_dir) -> set[str] | None:
 def _packaged_tensors(base_name: str, adapted: set[str] | None) -> dict[str, tuple[np.ndarray, str]]:
     """transformers name -> (raw bytes, GGML type) of each base tensor the adapter left alone,
     read from the packaged GGUF our torch base was dequantized from; {} for other bases."""
-    import gguf  # gguf: only when a GGUF file is read or written
+    from .gguf_reader import gguf  # gguf: only when a GGUF file is read or written
 
     spec = get_spec(base_name)
     if spec.source != "gguf-package" or adapted is None:
@@ -352,9 +352,8 @@ def _llama_cpp_layout(gguf_name: str, data: np.ndarray, config) -> np.ndarray:
 
 
 def _encode(data: np.ndarray, kind: str, hessian=None) -> np.ndarray:
-    import gguf  # gguf: only when a GGUF file is read or written
-
     from .gguf_quant import GRIDS, quantize_calibrated  # mlcore.gguf_quant imports torch: only when a model runs
+    from .gguf_reader import gguf  # gguf: only when a GGUF file is read or written
 
     if hessian is not None and kind in GRIDS:
         return quantize_calibrated(data, hessian, kind)
@@ -368,7 +367,7 @@ def _encode(data: np.ndarray, kind: str, hessian=None) -> np.ndarray:
 def _tokenizer_fields(base_name: str):
     """The tokenizer.* fields of the GGUF our tokenizer comes from (the tiny test model borrows
     the default model's tokenizer, so it borrows its GGUF's fields too)."""
-    import gguf  # gguf: only when a GGUF file is read or written
+    from .gguf_reader import gguf  # gguf: only when a GGUF file is read or written
 
     spec = get_spec(base_name)
     if spec.source == "tiny-test":
@@ -380,7 +379,7 @@ def _tokenizer_fields(base_name: str):
 
 
 def _copy_field(writer, field) -> None:
-    import gguf  # gguf: only when a GGUF file is read or written
+    from .gguf_reader import gguf  # gguf: only when a GGUF file is read or written
 
     main = field.types[0]
     if main == gguf.GGUFValueType.ARRAY:
@@ -390,7 +389,7 @@ def _copy_field(writer, field) -> None:
 
 
 def _write_model_metadata(writer, config, base_name: str, labels: list[str], quant: str, n_kept: int, prompt) -> None:
-    import gguf  # gguf: only when a GGUF file is read or written
+    from .gguf_reader import gguf  # gguf: only when a GGUF file is read or written
 
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(f"tunelab classifier ({base_name} + LoRA)")
@@ -422,7 +421,7 @@ def _write_model_metadata(writer, config, base_name: str, labels: list[str], qua
 
 def _write_atomic(out: Path, add_metadata, arrays: dict[str, tuple[np.ndarray, str]]) -> Path:
     """Write a GGUF to a temporary file beside `out`, then rename it into place."""
-    import gguf  # gguf: only when a GGUF file is read or written
+    from .gguf_reader import gguf  # gguf: only when a GGUF file is read or written
 
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
@@ -472,7 +471,7 @@ def export_adapter(adapter_dir, out, *, base_name: str | None = None) -> ExportR
     (numpy order; ggml's ne is reversed). llama.cpp scales B·A by adapter.lora.alpha / r, as peft
     does. q/k rows are permuted like their base weights: only B carries output rows.
     """
-    import gguf  # gguf: only when a GGUF file is read or written
+    from .gguf_reader import gguf  # gguf: only when a GGUF file is read or written
 
     train_config = check_adapter_dir(adapter_dir)
     adapter_dir = Path(adapter_dir)

@@ -285,6 +285,8 @@ def _dequantize_gguf(spec: BaseModelSpec, out: Path) -> None:
     import torch  # torch: seconds and ~1 GB to load, only when a model runs
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from . import gguf_reader  # noqa: F401 - the reader transformers opens the file with, made fast
+
     pkg_dir = packaged_gguf(spec).parent
     tokenizer = AutoTokenizer.from_pretrained(pkg_dir, gguf_file=spec.gguf_file)
     model = AutoModelForCausalLM.from_pretrained(pkg_dir, gguf_file=spec.gguf_file, dtype=torch.float32)
