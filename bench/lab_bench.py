@@ -96,7 +96,9 @@ def child_var(parent: Path) -> Path:
     dequantization is timed): empty otherwise, so the lab finds nothing an earlier run kept
     (mlcore.lab_cache) unless it shares this var/ with that run."""
     var = Path(tempfile.mkdtemp(dir=parent, prefix="var-"))
-    (var / "models").symlink_to(var_dir() / "models", target_is_directory=True)
+    models = var_dir() / "models"
+    models.mkdir(parents=True, exist_ok=True)  # on a fresh checkout the first lab builds it, through the link
+    (var / "models").symlink_to(models, target_is_directory=True)
     return var
 
 
