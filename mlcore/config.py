@@ -171,7 +171,11 @@ class TrainConfig:
                           help="Rank of the update B·A (A: r × d_in, B: d_out × r).")
     lora_alpha: int = setting(32, label="LoRA alpha", low=1, high=1024, cli=("--alpha",),
                               help="The update is scaled by alpha / r.")
-    lora_dropout: float = setting(0.05, label="LoRA dropout", low=0, high=1, high_open=True, cli=("--dropout",),
+    # No dropout by default (since 3 December; bench/README "Dropout"): one epoch sees each review
+    # once, so there is little to regularise, and on a CPU drawing the masks (one per adapted
+    # layer, 140 a step) was a quarter of a step's time. Three seeds, top 20 blocks: SST-3 dev
+    # macro-F1 0.565 against 0.559 with 0.05, polar accuracy 0.859 both, validation 0.838 / 0.854.
+    lora_dropout: float = setting(0.0, label="LoRA dropout", low=0, high=1, high_open=True, cli=("--dropout",),
                                   help="Dropout on the LoRA branch's input.")
     use_rslora: bool = setting(False, label="rsLoRA scaling",
                                help="Scale the update by alpha / sqrt(r) (rank-stabilised LoRA) instead of alpha / r.")
