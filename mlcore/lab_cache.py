@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import torch
@@ -121,7 +121,8 @@ def load_hidden(name: str, lengths: list[int]) -> list[torch.Tensor] | None:
     if kept_lengths != lengths or hidden.shape[0] != sum(lengths):
         log.warning("hidden-state cache %s does not fit its rows; computing it again", path.name)
         return None
-    os.utime(path)  # recently used: pruned last
+    with suppress(OSError):  # another run may prune it meanwhile: this run has read what it needs
+        os.utime(path)  # recently used: pruned last
     return list(torch.split(hidden, lengths))
 
 

@@ -463,13 +463,14 @@ def prepare(config: TrainConfig, dataset: Dataset) -> Prepared:
     splits = [Split(examples, train_set, len(prefix)), Split(dataset.validation, val_set, len(prefix)),
               Split(dataset.test, test_set, len(prefix))]
     # What does not depend on the training is reused from an earlier run (mlcore.lab_cache).
-    dtype = str(next(model.parameters()).dtype)
-    facts = [config.base_model, dtype, str(decoder.device), lab_cache.weights_fingerprint(causal_lm)]
+    zero_shot_key, wants_baseline = None, bool(config.zero_shot and test_set)
+    if decoder.start or wants_baseline:  # the fingerprint is a pass over every weight: only when used
+        dtype = str(next(model.parameters()).dtype)
+        facts = [config.base_model, dtype, str(decoder.device), lab_cache.weights_fingerprint(causal_lm)]
     if decoder.start:
         for split in splits:
             split.reuse_kept(decoder, facts)
-    zero_shot_key = None
-    if config.zero_shot and test_set:
+    if wants_baseline:
         rows = [(e.input_ids, x.label) for e, x in zip(test_set, dataset.test, strict=True)]
         zero_shot_key = lab_cache.key("zero-shot", [*facts, prefix, label_ids], rows)
     return Prepared(
