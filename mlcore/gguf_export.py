@@ -61,6 +61,7 @@ from .registry import DEFAULT_BASE_MODEL, get_spec, load_base, model_path, packa
 QUANTS = {"f16": ("F16", "MOSTLY_F16"), "q8_0": ("Q8_0", "MOSTLY_Q8_0"), "q4_0": ("Q4_0", "MOSTLY_Q4_0")}
 K_QUANTS = {"q4_k_m": "Q4_K_M"}  # made by llama-quantize from our f16 export
 DEFAULT_QUANT = "q8_0"
+CALIBRATED_KINDS = ("Q8_0", "Q4_0")  # the block formats mlcore.gguf_quant rounds by GPTQ (its GRIDS)
 # How the tensors LoRA changed are rounded at q8_0/q4_0: GPTQ against their inputs on training
 # reviews (mlcore/gguf_quant.py), or each weight to its nearest level (llama-quantize's rule),
 # kept for comparison (the 4-bit lab measures what the calibration buys).
@@ -270,6 +271,7 @@ def export_merged(adapter_dir, out, *, quant: str = DEFAULT_QUANT, base_name: st
         progress(0.04, "measuring the changed layers' inputs on training reviews")
         hessians = calibration_hessians(model, tokenizer, labels, adapted, prompt)
     arrays: dict[str, tuple[np.ndarray, str]] = {}
+    calibrated: dict[str, dict] = {}  # kind -> {name: (data, hessian)}: rounded below, in a few batched passes
     names = [n for n in state if not (n == "lm_head.weight" and config.tie_word_embeddings)]
     for i, hf_name in enumerate(names):
         gguf_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
@@ -280,8 +282,19 @@ def export_merged(adapter_dir, out, *, quant: str = DEFAULT_QUANT, base_name: st
             continue
         data = _llama_cpp_layout(gguf_name, state[hf_name].float().numpy(), config)
         kind = tensor_type(gguf_name, data.shape, quant)
-        arrays[gguf_name] = (_encode(data, kind, hessians.get(hf_name)), kind)
-        progress(0.05 + 0.85 * (i + 1) / len(names), f"quantizing {gguf_name} to {kind}")
+        if hf_name in hessians and kind in CALIBRATED_KINDS:
+            calibrated.setdefault(kind, {})[gguf_name] = (data, hessians[hf_name])
+            arrays[gguf_name] = (None, kind)  # a place in the file's order
+            continue
+        arrays[gguf_name] = (_encode(data, kind), kind)
+        progress(0.05 + 0.45 * (i + 1) / len(names), f"quantizing {gguf_name} to {kind}")
+    if calibrated:
+        from .gguf_quant import quantize_calibrated_many  # mlcore.gguf_quant imports torch: only when a model runs
+
+        progress(0.5, f"rounding the {sum(map(len, calibrated.values()))} changed matrices by GPTQ")
+        for kind, matrices in calibrated.items():
+            for gguf_name, blocks in quantize_calibrated_many(matrices, kind).items():
+                arrays[gguf_name] = (blocks, kind)
     n_kept = sum(1 for n in names if n in kept)
     writer_setup = lambda w: _write_model_metadata(w, config, base_name, labels, quant, n_kept, prompt)  # noqa: E731
     progress(0.92, "writing the file")
@@ -351,12 +364,9 @@ def _llama_cpp_layout(gguf_name: str, data: np.ndarray, config) -> np.ndarray:
     return data
 
 
-def _encode(data: np.ndarray, kind: str, hessian=None) -> np.ndarray:
-    from .gguf_quant import GRIDS, quantize_calibrated  # mlcore.gguf_quant imports torch: only when a model runs
+def _encode(data: np.ndarray, kind: str) -> np.ndarray:
     from .gguf_reader import gguf  # gguf: only when a GGUF file is read or written
 
-    if hessian is not None and kind in GRIDS:
-        return quantize_calibrated(data, hessian, kind)
     if kind == "F32":
         return np.ascontiguousarray(data, dtype=np.float32)
     if kind == "F16":

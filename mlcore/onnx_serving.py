@@ -75,6 +75,14 @@ MANIFEST = "manifest.json"
 STEP_INPUTS = ("input_ids", "key_mask", "position_ids")
 # The ONNX export's inputs (export_fp32, the bench's ONNX Runtime rows): the prefix stacked.
 INPUTS = (*STEP_INPUTS, "prefix_keys", "prefix_values")
+# OpenVINO prepares every operation of the graph again (~9 ms on 2 cores, a third of a call)
+# whenever an input's shape differs from the previous call's. So a single review, the API's usual
+# request, is padded on the left (masked, as in a batch) to one of a few widths: 90% of the test
+# split's reviews fit in 32 tokens with the template's end, most calls keep the last shape, and
+# a padded token costs ~0.2 ms (bench/README.md, "Shapes"). Batches are already length-grouped
+# and long enough that padding would cost more than it saves.
+SINGLE_ROW_WIDTH = 32  # narrower rows are padded to this
+SINGLE_ROW_STEP = 16  # wider ones to a multiple of this
 KEEP_EXPORTS = 8  # exports kept per host (the least recently used go first); ~270 MB each for SmolLM2
 BUILD_TIMEOUT_S = 1800
 
@@ -327,6 +335,26 @@ def _prune(root: Path, keep: str) -> None:
 # --- running it --------------------------------------------------------------------------------
 
 
+def single_row_width(width: int) -> int:
+    """The width a single row of `width` tokens is padded to (see SINGLE_ROW_WIDTH)."""
+    if width <= SINGLE_ROW_WIDTH:
+        return SINGLE_ROW_WIDTH
+    return -(-width // SINGLE_ROW_STEP) * SINGLE_ROW_STEP
+
+
+def pad_left(input_ids, key_mask, position_ids, width: int):
+    """The decoder's inputs left-padded to `width` tokens: masked pads at position 0, as the
+    Classifier pads the shorter rows of a batch, so the last position computes the same."""
+    extra = width - input_ids.shape[1]
+    if extra <= 0:
+        return input_ids, key_mask, position_ids
+    rows, prefix_len = len(input_ids), key_mask.shape[1] - input_ids.shape[1]
+    input_ids = torch.cat((input_ids.new_zeros(rows, extra), input_ids), dim=1)
+    key_mask = torch.cat((key_mask[:, :prefix_len], key_mask.new_zeros(rows, extra), key_mask[:, prefix_len:]), dim=1)
+    position_ids = torch.cat((position_ids.new_zeros(rows, extra), position_ids), dim=1)
+    return input_ids, key_mask, position_ids
+
+
 class CompiledDecoder:
     """FusedDecoder.last_hidden computed by OpenVINO over an export.
 
@@ -368,6 +396,9 @@ class CompiledDecoder:
     def last_hidden(self, input_ids, key_mask, position_ids, prefix_kv) -> torch.Tensor:
         if not self.failed:
             try:
+                if len(input_ids) == 1:
+                    input_ids, key_mask, position_ids = pad_left(input_ids, key_mask, position_ids,
+                                                                 single_row_width(input_ids.shape[1]))
                 feed = {0: input_ids.cpu().numpy(), 1: key_mask.cpu().numpy(), 2: position_ids.cpu().numpy()}
                 with self._lock:
                     self._set_prefix(prefix_kv)

@@ -85,3 +85,33 @@ def test_input_hessians_are_the_layer_inputs_second_moment_without_padding():
 
     hessians = gguf_quant.input_hessians(model, tokenizer, prompts, {name}, batch_size=2)
     torch.testing.assert_close(hessians[name], x.T @ x / len(x), rtol=1e-5, atol=1e-6)  # float32 products
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_many_matrices_rounded_together_get_the_bytes_each_gets_alone(layer, kind):
+    """quantize_calibrated_many stacks matrices sharing a Hessian and batches equal shapes; the
+    bytes are the ones quantize_calibrated writes for each matrix on its own."""
+    weights, inputs = layer
+    generator = torch.Generator().manual_seed(1)
+    first = inputs.T @ inputs / len(inputs)
+    other_inputs = inputs[:500] @ (torch.eye(192, dtype=torch.float64) + 0.2 * torch.randn(192, 192, generator=generator,
+                                                                                             dtype=torch.float64))
+    second = other_inputs.T @ other_inputs / 500
+    dead = first.clone()
+    dead[:, 7] = dead[7, :] = 0  # an input column no calibration prompt touched
+    matrices = {
+        "q": (weights, first), "k": (weights[:32] * 2, first.clone()),  # equal Hessians: stacked by rows
+        "q2": (weights * 0.5, second), "k2": (weights[:32], second.clone()),  # the same shapes: one batch with q/k
+        "o": (weights[:48], dead),
+    }
+    together = gguf_quant.quantize_calibrated_many(matrices, kind)
+    assert set(together) == set(matrices)
+    for name, (matrix, hessian) in matrices.items():
+        np.testing.assert_array_equal(together[name], gguf_quant.quantize_calibrated(matrix, hessian, kind), err_msg=name)
+    assert dequantize(together["o"], kind, (48, 192))[:, 7].tolist() == [0.0] * 48
+
+
+def test_the_exporter_calibrates_exactly_the_kinds_gptq_can_round():
+    from mlcore.gguf_export import CALIBRATED_KINDS
+
+    assert set(CALIBRATED_KINDS) == set(gguf_quant.GRIDS)

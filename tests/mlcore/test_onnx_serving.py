@@ -65,6 +65,34 @@ def test_the_compiled_decoder_takes_over_with_the_same_answers(served, exports):
     assert '"base_model": "tiny-test"' in manifest.read_text()
 
 
+def test_single_reviews_of_different_lengths_reach_the_runtime_in_one_shape_with_the_same_answer(served):
+    import torch
+
+    classifier = served[0]
+    compiled = classifier._fused
+    widths = []
+    for text in TEXTS:
+        rows, _ = classifier._encode([text], classifier.max_text_tokens)
+        widths.append(len(rows[0]))
+        classifier.predict([text], batch_size=1)
+        assert list(compiled.request.get_input_tensor(0).shape) == [1, onnx_serving.single_row_width(widths[-1])]
+    assert len(set(widths)) > 1 and {onnx_serving.single_row_width(w) for w in widths} == {onnx_serving.SINGLE_ROW_WIDTH}
+    assert onnx_serving.single_row_width(33) == 48 and onnx_serving.single_row_width(48) == 48
+
+    # Padded on the left and masked, a row computes what it computes alone (the torch decoder, exact maths).
+    rows, _ = classifier._encode([TEXTS[0]], classifier.max_text_tokens)
+    input_ids = torch.tensor(rows)
+    prefix = classifier._prefix_keys_values()
+    key_mask = torch.ones(1, len(classifier._prefix_ids) + input_ids.shape[1], dtype=torch.long)
+    position_ids = torch.arange(len(classifier._prefix_ids), key_mask.shape[1])[None]
+    padded = onnx_serving.pad_left(input_ids, key_mask, position_ids, 32)
+    assert padded[0].shape == (1, 32) and padded[1].shape == (1, key_mask.shape[1] + 32 - input_ids.shape[1])
+    with torch.inference_mode():
+        alone = compiled.fallback.last_hidden(input_ids, key_mask, position_ids, prefix)
+        in_padding = compiled.fallback.last_hidden(*padded, prefix)
+    torch.testing.assert_close(in_padding, alone, rtol=1e-4, atol=1e-4)
+
+
 def test_the_served_graph_computes_what_the_fused_decoder_computes():
     import torch
 
@@ -179,6 +207,10 @@ def test_the_default_adapter_served_by_openvino_agrees_with_torch(exports, smoll
     agreement = np.mean([a == b for a, b in zip(labels, torch_labels, strict=True)])
     assert agreement >= 0.99, f"{agreement:.3f} of {len(texts)} test labels agree ({classifier._fused.precision})"
     assert len(set(torch_labels)) > 1
+    # One review per call, as the API serves them: padded to a fixed width (SINGLE_ROW_WIDTH).
+    alone = [classifier.predict([text], batch_size=1)[0].label for text in texts[:200]]
+    agreement = np.mean([a == b for a, b in zip(alone, torch_labels, strict=False)])
+    assert agreement >= 0.99, f"one at a time: {agreement:.3f} of 200 test labels agree"
 
 
 def test_a_malformed_build_niceness_stops_the_build_with_the_setting_named(monkeypatch, capsys, tmp_path):
