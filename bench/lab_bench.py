@@ -25,7 +25,10 @@ Each lab process gets a var/ of its own (base models linked from this checkout's
 with nothing an earlier run kept: the first lab on a fresh host. `--kept` adds rows for the
 current tree as every later run on that host is: one unmeasured run first keeps the zero-shot
 baseline and the frozen blocks' hidden states (mlcore.lab_cache), and the "current, kept" runs
-read them.
+read them. It also adds "current, set up": a host's first run after `make run`'s setup kept the
+default lab's cache (keep_for_later_runs, what manage.py warm_lab_cache calls), on a worker
+child that imported torch and the model code while it waited (labs.worker.child_warm_start):
+the clock starts when the run is handed to that process.
 """
 
 from __future__ import annotations
@@ -66,7 +69,17 @@ from mlcore.train import train
 text = open("labs/catalog/01-sentiment-lora.md", encoding="utf-8").read()
 preset = yaml.safe_load(text.split("---")[1])["preset"]
 smoke = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
+mode = sys.argv[5] if len(sys.argv) > 5 else "run"
 config = TrainConfig.from_dict({**preset, "zero_shot": True, "device": sys.argv[3] or None, **smoke})
+if mode == "keep":  # what `make run`'s setup does for the default lab (manage.py warm_lab_cache)
+    from mlcore.train import keep_for_later_runs
+    print(json.dumps(keep_for_later_runs(config, load_bundled(config.dataset))))
+    sys.exit(0)
+if mode == "warm":  # a warmed gpu worker child: imports done, then the run arrives
+    import transformers.models.llama.modeling_llama
+    print("ready", time.process_time(), flush=True)
+    sys.stdin.readline()
+    launched = time.time()
 first = []
 def report(event):
     if event["type"] == "step" and not first:
@@ -102,21 +115,31 @@ def child_var(parent: Path) -> Path:
     return var
 
 
-def run_lab(tree: Path, device: str, overrides: dict | None = None, var: Path | None = None) -> dict:
+def run_lab(tree: Path, device: str, overrides: dict | None = None, var: Path | None = None, mode: str = "run") -> dict:
+    """One lab process, timed. mode "warm": the clock starts once the process has imported what
+    a training worker's idle child imports ahead of its run (labs.worker.child_warm_start), and its
+    CPU time counts from then; "keep": keep_for_later_runs() instead of a run (untimed setup)."""
     with tempfile.TemporaryDirectory(dir=ROOT / "var") as out:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         launched = time.time()
         env = os.environ | {"TUNELAB_VAR_DIR": str(var or child_var(Path(out)))}
-        proc = subprocess.run(
-            [sys.executable, "-c", CHILD, repr(launched), out, device, *([json.dumps(overrides)] if overrides else [])],
-            cwd=tree, capture_output=True, text=True, env=env,
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, repr(launched), out, device, json.dumps(overrides or {}), mode],
+            cwd=tree, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
+        cpu_before_launch = 0.0
+        if mode == "warm":
+            cpu_before_launch = float(proc.stdout.readline().split()[1])  # "ready <CPU s so far>"
+            launched = time.time()
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        stdout, stderr = proc.communicate()
         results_s = time.time() - launched
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
-        sys.exit(f"the lab failed in {tree}:\n{proc.stderr[-3000:]}")
-    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return json.loads(proc.stdout.strip().splitlines()[-1]) | {"results_s": results_s, "cpu_s": cpu_s}
+        sys.exit(f"the lab failed in {tree}:\n{stderr[-3000:]}")
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime) - cpu_before_launch
+    return json.loads(stdout.strip().splitlines()[-1]) | {"results_s": results_s, "cpu_s": cpu_s}
 
 
 def table(rows: list[dict], ref: str | None) -> str:
@@ -166,15 +189,22 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(dir=ROOT / "var") as scratch:
-        kept = None
+        kept = set_up = None
         if args.kept:  # the current tree's later runs on one host: one unmeasured run keeps what it can
             kept = child_var(Path(scratch))
             run_lab(ROOT, args.device, overrides, kept)
             trees.append(("current, kept", ROOT))
+            # A host set up by `make run` (the lab cache kept by its setup) whose worker child has
+            # imported torch and the model code before the run arrives: a learner's first run there.
+            set_up = child_var(Path(scratch))
+            run_lab(ROOT, args.device, overrides, set_up, mode="keep")
+            trees.append(("current, set up", ROOT))
         for run in range(1, args.repeat + 1):
             for name, tree in trees:
-                var = kept if name == "current, kept" else None
-                row = run_lab(tree, args.device, overrides, var) | {"tree": name, "run": run, "load": os.getloadavg()[0]}
+                var = {"current, kept": kept, "current, set up": set_up}.get(name)
+                mode = "warm" if name == "current, set up" else "run"
+                row = run_lab(tree, args.device, overrides, var, mode) | {"tree": name, "run": run,
+                                                                         "load": os.getloadavg()[0]}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     print(f"load average after: {os.getloadavg()[0]:.1f}")

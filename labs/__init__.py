@@ -20,6 +20,6 @@
     urls           /labs/
     admin          runs, groups, uploads and labs in the admin
     templatetags   labs_exports
-    management     load_labs, finetune, export_gguf
+    management     load_labs, finetune, export_gguf, warm_lab_cache (setup: what the default lab reuses)
     apps           the app config
 """

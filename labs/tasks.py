@@ -5,7 +5,7 @@ export_gguf and clean_exports -> export, the rest -> default."""
 import logging
 
 from celery import shared_task
-from celery.signals import worker_shutting_down
+from celery.signals import celeryd_after_setup, worker_process_init, worker_shutting_down
 
 from labs import scheduling, worker
 from labs.exports import exports_clean, gguf_export_build
@@ -43,6 +43,24 @@ def pause_runs_on_shutdown(sender=None, **kwargs) -> None:
             log.info("asked %s run(s) on %s to pause for the shutdown", paused, sender)
     except Exception:  # the database may be gone too: the reaper resumes the run later
         log.warning("could not ask the runs on %s to pause", sender, exc_info=True)
+
+
+_warm_children = False  # set in a worker's main process; its pool children inherit it by fork
+
+
+@celeryd_after_setup.connect
+def note_training_worker(sender=None, instance=None, **kwargs) -> None:
+    """In the worker's main process: does it consume the training queue (then its children warm up)?"""
+    global _warm_children
+    queues = instance.app.amqp.queues
+    _warm_children = worker.consumes_training_queue((queues.consume_from or queues).keys())
+
+
+@worker_process_init.connect
+def warm_training_child(**kwargs) -> None:
+    """In each fresh pool child of a training worker: load torch and the model code before the run comes."""
+    if _warm_children:
+        worker.child_warm_start()
 
 
 @shared_task(name="labs.tasks.export_gguf")

@@ -7,6 +7,7 @@ redelivered task, a second worker and the reaper racing on one run cannot both w
 
 from __future__ import annotations
 
+import importlib
 import logging
 import socket
 import threading
@@ -95,6 +96,39 @@ class RunRecorder:
             self.log(f"Training stopped after {event.get('steps')} steps." if event.get("cancelled")
                      else f"Training done: {event.get('steps')} steps. Scored on the test split.")
         return None
+
+
+# --- a gpu worker's pool child, before its run arrives ------------------------------------------
+
+TRAINING_QUEUE = "gpu"  # settings.CELERY_TASK_ROUTES sends labs.tasks.train_run there
+# What every run imports first (torch, peft, transformers and the Llama model code): ~5 s of one
+# core, paid by each run since every run gets a fresh child (--max-tasks-per-child 1).
+TRAINING_IMPORTS = ("mlcore.train", "transformers.models.llama.modeling_llama")
+
+
+def consumes_training_queue(queue_names) -> bool:
+    return TRAINING_QUEUE in set(queue_names)
+
+
+def child_warm_start() -> threading.Thread:
+    """Import TRAINING_IMPORTS in a background thread of a freshly forked pool child, so that they
+    are loaded while the child waits for its run rather than after the run arrives. In a thread:
+    Celery kills a child that is not ready within a few seconds, and a run that arrives meanwhile
+    simply waits on Python's import lock for what is still loading."""
+
+    def warm() -> None:
+        tick = time.perf_counter()
+        try:
+            for name in TRAINING_IMPORTS:
+                importlib.import_module(name)
+        except Exception:  # the run will meet the same error and report it to the learner
+            log.warning("warming the training imports failed", exc_info=True)
+            return
+        log.info("training imports ready in %.1f s", time.perf_counter() - tick)
+
+    thread = threading.Thread(target=warm, name="training-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 def _last_recorded_step(run_id: int, kind: str) -> int:

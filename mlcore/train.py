@@ -292,6 +292,12 @@ def single_token_label_ids(tokenizer, labels) -> list[int] | None:
     return [seq[0] for seq in seqs] if all(len(seq) == 1 for seq in seqs) else None
 
 
+def scoring_batches(split: Split, batch_size: int) -> list[list[int]]:
+    """The batches a split is scored in: shortest reviews first, so each is padded little."""
+    order = sorted(range(len(split)), key=lambda i: len(split.encoded[i].input_ids))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 def score_split(run: Prepared, split: Split, progress=None) -> dict:
     """Loss (the training loss), metrics and predictions of the model as it is now.
 
@@ -299,16 +305,14 @@ def score_split(run: Prepared, split: Split, progress=None) -> dict:
     position, softmax over the labels), read from the same pass as the loss. progress(done, total)
     is called after each batch: scoring the test split twice takes as long as many training steps.
     """
-    order = sorted(range(len(split)), key=lambda i: len(split.encoded[i].input_ids))
     predicted: list = [None] * len(split)
-    loss_sum, n_tokens = 0.0, 0
+    loss_sum, n_tokens, done = 0.0, 0, 0
     with torch.no_grad():
-        for start in range(0, len(order), run.config.eval_batch_size):
-            indices = order[start : start + run.config.eval_batch_size]
+        for indices in scoring_batches(split, run.config.eval_batch_size):
             loss, n, last = split_loss(run.decoder, run.head, split, indices)
-            loss_sum, n_tokens = loss_sum + loss.item(), n_tokens + n
+            loss_sum, n_tokens, done = loss_sum + loss.item(), n_tokens + n, done + len(indices)
             if progress is not None:
-                progress(start + len(indices), len(order))
+                progress(done, len(split))
             if run.label_ids is not None:
                 probs = torch.softmax(last.float() @ run.head.weight[run.label_ids].float().T, dim=-1).tolist()
                 for i, row in zip(indices, probs, strict=True):
@@ -549,6 +553,33 @@ def zero_shot_baseline(run: Prepared, progress=None) -> dict:
     if run.zero_shot_key:
         lab_cache.store_metrics(run.zero_shot_key, metrics)
     return metrics
+
+
+def keep_for_later_runs(config: TrainConfig, dataset: Dataset) -> dict[str, str]:
+    """Compute and keep (mlcore.lab_cache) what every run of `config` on `dataset` reuses: each
+    split's hidden states entering the first trained block and the zero-shot baseline, in the
+    batches a run computes them in (so they are the values a first run would keep, to the bit).
+    `make run`'s setup does this for the default lab: a host's first run is then as fast as its
+    later ones. Returns {what: "kept before" | "computed"}."""
+    run = prepare(config, dataset)
+    run.model.eval()
+    done = {}
+    batches = {"train": length_grouped_batches(run.train.encoded, config.batch_size, config.seed),  # epoch 0's
+               "validation": scoring_batches(run.validation, config.eval_batch_size),
+               "test": scoring_batches(run.test, config.eval_batch_size)}
+    if run.decoder.start:  # else nothing is frozen below the trained blocks
+        for name, split in (("train", run.train), ("validation", run.validation), ("test", run.test)):
+            if split.from_kept or not len(split):
+                done[name] = "kept before"
+                continue
+            for indices in batches[name]:
+                split.batch(run.decoder, indices)
+            split.keep()
+            done[name] = "computed"
+    if run.zero_shot_key:
+        done["zero-shot"] = "kept before" if run.zero_shot_cached is not None else "computed"
+        zero_shot_baseline(run)
+    return done
 
 
 def score_probe(run: Prepared) -> dict | None:

@@ -3,6 +3,7 @@ the zero-shot baseline and the frozen blocks' hidden states."""
 
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from mlcore import lab_cache
 from mlcore.data import Dataset, Example
 from mlcore.prompt import SYSTEM_PROMPTS
-from mlcore.train import train
+from mlcore.train import keep_for_later_runs, train
 
 from .conftest import tiny_config
 
@@ -108,6 +109,29 @@ def test_a_later_run_reuses_the_hidden_states_and_trains_exactly_as_the_first(tm
     second = train(config, small_dataset, tmp_path / "second")
     assert second.metrics == first.metrics and second.validation == first.validation
     assert all(torch.equal(a, adapter(tmp_path / "second")[n]) for n, a in adapter(tmp_path / "first").items())
+
+
+def test_keeping_ahead_of_the_first_run_keeps_what_that_run_would_have_computed(tmp_path, small_dataset, cache):
+    """`make run`'s setup keeps the default lab's states before any run (keep_for_later_runs):
+    the same files, to the bit, as a first run keeps; a run after it reads them all."""
+    config = tiny_config(max_steps=8, lora_top_blocks=1, eval_every=4, zero_shot=True)
+    cold = train(config, small_dataset, tmp_path / "cold")
+    kept_by_the_run = {f.name: load_file(f) for f in kept_hidden(cache)}
+    baseline_kept_by_the_run = kept_baselines(cache)
+    shutil.rmtree(cache)
+
+    computed = keep_for_later_runs(config, small_dataset)
+    assert computed == {"train": "computed", "validation": "computed", "test": "computed", "zero-shot": "computed"}
+    assert kept_baselines(cache) == baseline_kept_by_the_run
+    ahead = {f.name: load_file(f) for f in kept_hidden(cache)}
+    assert set(ahead) == set(kept_by_the_run) and len(ahead) == 3
+    for name, tensors in ahead.items():
+        assert all(torch.equal(t, kept_by_the_run[name][k]) for k, t in tensors.items()), name
+
+    assert set(keep_for_later_runs(config, small_dataset).values()) == {"kept before"}
+    after = train(config, small_dataset, tmp_path / "after")
+    assert after.metrics == cold.metrics and after.zero_shot == cold.zero_shot
+    assert all(torch.equal(a, adapter(tmp_path / "after")[n]) for n, a in adapter(tmp_path / "cold").items())
 
 
 def test_kept_hidden_states_are_what_the_run_reads(tmp_path, small_dataset, cache):
