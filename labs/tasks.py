@@ -6,6 +6,7 @@ import logging
 
 from celery import shared_task
 from celery.signals import celeryd_after_setup, worker_process_init, worker_shutting_down
+from django.conf import settings
 
 from labs import scheduling, worker
 from labs.exports import exports_clean, gguf_export_build
@@ -53,7 +54,7 @@ def note_training_worker(sender=None, instance=None, **kwargs) -> None:
     """In the worker's main process: does it consume the training queue (then its children warm up)?"""
     global _warm_children
     queues = instance.app.amqp.queues
-    _warm_children = worker.consumes_training_queue((queues.consume_from or queues).keys())
+    _warm_children = settings.WORKER_PRELOAD and worker.consumes_training_queue((queues.consume_from or queues).keys())
 
 
 @worker_process_init.connect

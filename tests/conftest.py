@@ -21,6 +21,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 os.environ.setdefault("TUNELAB_INFERENCE_BACKEND", "torch")
 # Those OpenVINO builds run at the same priority as the tests around them (mlcore.onnx_serving).
 os.environ.setdefault("TUNELAB_EXPORT_NICE", "0")
+# Worker children warming up torch ahead of runs would cost the suite's many short-lived workers
+# CPU for nothing; tests/labs/test_warm_start.py turns it on where it is the subject.
+os.environ.setdefault("TUNELAB_WORKER_PRELOAD", "false")
 
 
 # Names whose use starts other processes (the servers of tests/servers.py and

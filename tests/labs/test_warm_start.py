@@ -32,7 +32,7 @@ def _has_torch(pid: int) -> bool:
 
 
 def test_a_training_workers_idle_child_has_torch_loaded_and_its_main_process_does_not(tmp_path):
-    with celery_worker(tmp_path, queues="gpu") as (process, _name):
+    with celery_worker(tmp_path, queues="gpu", TUNELAB_WORKER_PRELOAD="true") as (process, _name):
         deadline = time.monotonic() + 90
         while "training imports ready" not in process.log_path.read_text() and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -40,6 +40,14 @@ def test_a_training_workers_idle_child_has_torch_loaded_and_its_main_process_doe
         children = _children(process.pid)
         assert children and all(_has_torch(child) for child in children)
         assert not _has_torch(process.pid)
+
+
+def test_a_worker_told_not_to_preload_leaves_its_children_without_torch(tmp_path):
+    with celery_worker(tmp_path, queues="gpu", TUNELAB_WORKER_PRELOAD="false") as (process, _name):
+        time.sleep(6)  # more than the imports take: they would have loaded by now
+        children = _children(process.pid)
+        assert children and not any(_has_torch(child) for child in children)
+        assert "training imports ready" not in process.log_path.read_text()
 
 
 def test_only_a_worker_that_consumes_the_training_queue_warms_its_children():
