@@ -101,7 +101,7 @@ class RunRecorder:
 # --- a gpu worker's pool child, before its run arrives ------------------------------------------
 
 TRAINING_QUEUE = "gpu"  # settings.CELERY_TASK_ROUTES sends labs.tasks.train_run there
-# What every run imports first (torch, peft, transformers and the Llama model code): ~5 s of one
+# What every run imports first (torch, peft, transformers and the Llama model code): ~3.5 s of one
 # core, paid by each run since every run gets a fresh child (--max-tasks-per-child 1).
 TRAINING_IMPORTS = ("mlcore.train", "transformers.models.llama.modeling_llama")
 

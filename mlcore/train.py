@@ -569,7 +569,9 @@ def keep_for_later_runs(config: TrainConfig, dataset: Dataset) -> dict[str, str]
                "test": scoring_batches(run.test, config.eval_batch_size)}
     if run.decoder.start:  # else nothing is frozen below the trained blocks
         for name, split in (("train", run.train), ("validation", run.validation), ("test", run.test)):
-            if split.from_kept or not len(split):
+            if not len(split):
+                continue
+            if split.from_kept:
                 done[name] = "kept before"
                 continue
             for indices in batches[name]:
