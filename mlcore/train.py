@@ -67,6 +67,28 @@ class TrainResult:
 
 # --- pieces of the loop --------------------------------------------------------------------
 
+# Most token positions one backward pass keeps activations for. The longest batch of the default
+# lab (16 reviews near max_length) kept ~2.8 GB for its backward, most of a run's 4.8 GB peak;
+# a batch wider than this runs as several passes whose gradients add up to the same step
+# (train_step divides every pass by the step's supervised-token count). ~1 GB at this size; a
+# typical batch (16 x ~60 tokens) is one pass, as before.
+MAX_BACKWARD_TOKENS = 1536
+
+
+def backward_pieces(split, batch: list[int], max_tokens: int = MAX_BACKWARD_TOKENS) -> list[list[int]]:
+    """`batch` cut, in order, into pieces of at most `max_tokens` padded positions (rows x the
+    longest row after the shared prefix; at least one row each)."""
+    pieces: list[list[int]] = [[]]
+    width = 0
+    for i in batch:
+        length = len(split.encoded[i].input_ids) - split.prefix_len
+        if pieces[-1] and max(width, length) * (len(pieces[-1]) + 1) > max_tokens:
+            pieces.append([])
+            width = 0
+        pieces[-1].append(i)
+        width = max(width, length)
+    return pieces
+
 
 def length_grouped_batches(encoded: list[EncodedExample], batch_size: int, seed: int) -> list[list[int]]:
     """Indices in batches of similar length, in a seeded random order.
@@ -496,8 +518,8 @@ def train_step(run: Prepared, group: list[list[int]]) -> tuple[float, float]:
     # batch_size=2 computes the same gradient as batch_size=8.
     n_supervised = sum(run.train.encoded[i].num_supervised for batch in group for i in batch)
     loss_total = torch.zeros((), device=run.decoder.device)
-    for batch in group:
-        loss_sum, _, _ = split_loss(run.decoder, run.head, run.train, batch)
+    for piece in (piece for batch in group for piece in backward_pieces(run.train, batch)):
+        loss_sum, _, _ = split_loss(run.decoder, run.head, run.train, piece)
         (loss_sum / n_supervised).backward()
         loss_total += loss_sum.detach()
     grad_norm = torch.nn.utils.clip_grad_norm_(run.params, run.config.max_grad_norm or float("inf"))

@@ -110,6 +110,38 @@ def test_gradient_accumulation_gives_the_gradient_of_one_big_batch(tmp_path, sma
     assert runs["accumulated"]["grad_norm"] == pytest.approx(runs["big"]["grad_norm"], rel=1e-4)
 
 
+def test_a_batch_wider_than_the_backward_budget_runs_in_pieces_with_the_same_step(tmp_path, small_dataset, monkeypatch):
+    import mlcore.train as loop
+
+    pieces_seen = []
+    real_pieces = loop.backward_pieces
+    runs = {}
+    for name, budget in {"whole": 10**9, "pieces": 40}.items():
+        monkeypatch.setattr(loop, "backward_pieces", lambda split, batch, budget=budget: pieces_seen.append(
+            real_pieces(split, batch, budget)) or pieces_seen[-1])
+        events = []
+        train(tiny_config(train_limit=8, max_steps=1, batch_size=8, lora_dropout=0.0), small_dataset, tmp_path / name,
+              report=events.append)
+        runs[name] = (events[0], loop.load_file(tmp_path / name / "adapter_model.safetensors"))
+    assert len(pieces_seen[0]) == 1 and len(pieces_seen[1]) > 2  # the budget did cut the batch
+    assert sorted(i for piece in pieces_seen[1] for i in piece) == sorted(pieces_seen[0][0])
+    assert runs["pieces"][0]["loss"] == pytest.approx(runs["whole"][0]["loss"], rel=1e-5)
+    assert runs["pieces"][0]["grad_norm"] == pytest.approx(runs["whole"][0]["grad_norm"], rel=1e-4)
+    for key, weights in runs["whole"][1].items():
+        torch.testing.assert_close(runs["pieces"][1][key], weights, rtol=1e-3, atol=1e-5)  # Adam: float noise on tiny grads
+
+
+def test_backward_pieces_keep_the_order_and_stay_within_the_budget():
+    from types import SimpleNamespace
+
+    from mlcore.train import backward_pieces
+
+    split = SimpleNamespace(prefix_len=2, encoded=[SimpleNamespace(input_ids=[0] * (2 + n)) for n in (30, 28, 10, 9, 50)])
+    pieces = backward_pieces(split, [0, 1, 2, 3, 4], max_tokens=60)
+    assert pieces == [[0, 1], [2, 3], [4]]  # rows x the widest row <= 60; a row over the budget alone
+    assert backward_pieces(split, [2, 3], max_tokens=10**6) == [[2, 3]]
+
+
 def test_continuing_from_an_adapter_starts_from_its_weights(tmp_path, small_dataset, reviews_mixed, tiny_run):
     result, _ = tiny_run
     mixed = Dataset(
