@@ -4,13 +4,13 @@ loader, agreeing with the torch classifier on the bundled test split."""
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mlcore import gguf_export
 from mlcore.gguf_export import ExportError
+from tests.mlcore.conftest import DEFAULT_ADAPTER
 
 LLAMA_BLOCK_TENSORS = ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"]
 
@@ -264,9 +264,6 @@ def test_the_bundle_holds_the_gguf_modelfile_and_readme(tiny_q8, tokenizer, tmp_
 # --- the real default model (slow) ---------------------------------------------------------------
 
 
-DEFAULT_ADAPTER = Path(__file__).resolve().parent.parent / "fixtures" / "default-adapter"
-
-
 @pytest.fixture(scope="module")
 def default_adapter():
     """A default-lab adapter (tests/fixtures/default-adapter, README there): agreement depends on
@@ -290,14 +287,6 @@ def test_the_stored_default_adapter_was_trained_with_todays_default_configuratio
 
 
 @pytest.fixture(scope="module")
-def torch_labels(default_adapter, reviews):
-    from mlcore.classify import load_classifier
-
-    classifier = load_classifier(None, default_adapter, device="cpu")
-    return [p.label for p in classifier.predict([e.text for e in reviews.test])]
-
-
-@pytest.fixture(scope="module")
 def packaged_tensors():
     from mlcore.registry import DEFAULT_BASE_MODEL, get_spec, packaged_gguf
 
@@ -311,8 +300,8 @@ def packaged_tensors():
 # q4_0 98.1%; nearest rounding gave 95.4% at q4_0.
 @pytest.mark.slow
 @pytest.mark.parametrize("quant, floor", [("q8_0", 0.99), ("q4_0", 0.95)])
-def test_the_default_model_export_agrees_with_the_torch_classifier(default_adapter, torch_labels, reviews, tokenizer,
-                                                                      packaged_tensors, tmp_path, quant, floor):
+def test_the_default_model_export_agrees_with_the_torch_classifier(default_adapter, default_torch_labels, reviews,
+                                                                      tokenizer, packaged_tensors, tmp_path, quant, floor):
     from mlcore.gguf_classify import load_gguf_classifier
 
     out = gguf_export.export_merged(default_adapter, tmp_path / f"model-{quant}.gguf", quant=quant)
@@ -329,9 +318,9 @@ def test_the_default_model_export_agrees_with_the_torch_classifier(default_adapt
     assert {tensors[n].tensor_type.name for n in adapted} == {gguf_export.QUANTS[quant][0]}
     assert field(reader, gguf_export.KEPT_KEY) == len(kept)
     assert out.size == pytest.approx(predicted_bytes(tensors, quant, kept), rel=0.05)  # the tokenizer adds ~1.3%
-    agreement = np.mean([a == b for a, b in zip(labels, torch_labels, strict=True)])
+    agreement = np.mean([a == b for a, b in zip(labels, default_torch_labels, strict=True)])
     assert agreement >= floor, f"{quant}: {agreement:.3f} of {len(labels)} test labels agree"
-    assert len(set(torch_labels)) > 1  # a real classifier, not one label for everything
+    assert len(set(default_torch_labels)) > 1  # a real classifier, not one label for everything
 
 
 def test_the_exported_file_carries_the_adapters_prompt_and_is_classified_with_it(tiny_adapter, tiny_q8, tokenizer):

@@ -4,7 +4,6 @@ tiny test model; and the agreement floor on the stored default-lab adapter (slow
 import logging
 import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,12 +11,12 @@ import pytest
 from mlcore import onnx_serving
 from mlcore.classify import load_classifier
 from mlcore.fused import FusedDecoder
+from tests.mlcore.conftest import DEFAULT_ADAPTER
 
 pytest.importorskip("openvino")
 
 TEXTS = ["Great product, works well.", "bad", "It was fine I guess, nothing special about it at all.",
          "The strap broke after two days, but the seller replaced it without any fuss."]
-DEFAULT_ADAPTER = Path(__file__).resolve().parent.parent / "fixtures" / "default-adapter"
 
 
 @pytest.fixture(scope="module")
@@ -197,10 +196,10 @@ def test_an_unknown_backend_is_refused():
 # The floor: the served runtime agrees with the float32 torch classifier on >= 99% of the
 # bundled test split. Measured here: 100% (bf16, AMX) of 426; float32 with float16 weights 99.8%.
 @pytest.mark.slow
-def test_the_default_adapter_served_by_openvino_agrees_with_torch(exports, smollm2, reviews):
+def test_the_default_adapter_served_by_openvino_agrees_with_torch(exports, reviews, default_torch_labels):
     texts = [e.text for e in reviews.test]
+    torch_labels = default_torch_labels  # the float32 torch classifier's, shared with the GGUF floors
     classifier = load_classifier(None, DEFAULT_ADAPTER, backend="openvino")
-    torch_labels = [p.label for p in classifier.predict(texts)]
     assert classifier.runtime.ready.wait(900), "the export did not finish in 15 minutes"
     assert classifier.runtime.error is None and isinstance(classifier._fused, onnx_serving.CompiledDecoder)
     labels = [p.label for p in classifier.predict(texts)]
