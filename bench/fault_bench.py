@@ -49,6 +49,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.browser_http import BrowserHTTP, HTTPError  # noqa: E402
 from bench.smoke import TINY_RUN  # noqa: E402
 from scripts.redis_server import free_port  # noqa: E402
 
@@ -63,7 +64,6 @@ THINK_S = (1.0, 3.0)
 BURST_LEVELS = (50, 100, 200)
 BURST_NO_THINK = 0.25
 BURST_PROCESSES = (1, 2)
-POOL_LEARNERS = 10  # simulated browsers sharing one connection pool (quiz_traffic)
 SECTIONS = ("redis_kill", "worker_kill", "web_restart", "stream_viewers", "quiz_load", "quiz_burst", "fuzz", "fairness",
             "multi_host", "abuse")
 SINGLE_STACK = ("redis_kill", "worker_kill", "web_restart", "stream_viewers", "quiz_load", "quiz_burst")
@@ -431,29 +431,28 @@ def section_quiz_burst(stack: Stack, levels: tuple = BURST_LEVELS, seconds: floa
 
 def quiz_traffic(stack: Stack, learners: list[dict], *, seconds: float, think_s: tuple, no_think: int = 0) -> dict:
     """Learners browse quizzes, open questions, autosave and answer for `seconds`: each one pauses
-    `think_s` before every request, except the first `no_think`, who only pause on arrival."""
-    import httpx
-
+    `think_s` before every request, except the first `no_think`, who only pause on arrival. Each
+    learner is a browser tab with its own keep-alive connection (bench/browser_http.py)."""
     from quiz.models import Quiz
 
     quiz = Quiz.objects.order_by("pk").first()
+    host, port = stack.address.rsplit(":", 1)
     timings: list[float] = []
     errors, error_kinds = 0, {}
 
-    async def one(who, pauses: bool, transport):
+    async def one(who, pauses: bool):
         nonlocal errors
-        # Not `async with`: closing a client closes its transport, which the other learners share.
-        http = httpx.AsyncClient(base_url=f"http://{stack.address}", cookies={"sessionid": who["cookie"]},
-                                 headers={"Referer": f"http://{stack.address}/"}, timeout=30, transport=transport)
+        http = BrowserHTTP(host, int(port), cookies={"sessionid": who["cookie"]},
+                           headers={"Referer": f"http://{stack.address}/"})
 
-        async def call(method, url, **kw):
+        async def call(method, url, data=None):
             nonlocal errors
             started = time.perf_counter()
             try:
-                response = await http.request(method, url, **kw)
+                response = await http.request(method, url, data)
                 ok, kind = response.status_code < 400, str(response.status_code)
-            except httpx.HTTPError as exc:
-                response, ok, kind = None, False, type(exc).__name__
+            except HTTPError as exc:
+                response, ok, kind = None, False, str(exc).split(":")[0]
             timings.append(time.perf_counter() - started)
             errors += not ok
             if not ok:
@@ -465,42 +464,36 @@ def quiz_traffic(stack: Stack, learners: list[dict], *, seconds: float, think_s:
         async def think():
             await asyncio.sleep(pause.uniform(*think_s) if pauses else 0)
 
-        await asyncio.sleep(pause.uniform(*think_s))  # learners arrive over a few seconds, not in the same millisecond
-        await call("GET", "/quiz/quizzes/")  # (sets the CSRF cookie)
-        start = await call("POST", f"/quiz/quizzes/{quiz.slug}/start/",
-                           data={"csrfmiddlewaretoken": http.cookies.get("csrftoken", "")})
-        attempt = start.headers.get("location", "") if start is not None else ""
-        n = 1
-        while time.monotonic() < end:
-            token = {"csrfmiddlewaretoken": http.cookies.get("csrftoken", "")}
-            await think()
-            await call("GET", "/quiz/")
-            if attempt:
-                base = attempt.rsplit("/", 2)[0]
+        try:
+            await asyncio.sleep(pause.uniform(*think_s))  # learners arrive over a few seconds, not in the same millisecond
+            await call("GET", "/quiz/quizzes/")  # (sets the CSRF cookie)
+            start = await call("POST", f"/quiz/quizzes/{quiz.slug}/start/",
+                               {"csrfmiddlewaretoken": http.cookies.get("csrftoken", "")})
+            attempt = start.headers.get("location", "") if start is not None else ""
+            n = 1
+            while time.monotonic() < end:
+                token = {"csrfmiddlewaretoken": http.cookies.get("csrftoken", "")}
                 await think()
-                await call("GET", f"{base}/{n}/")
-                await think()
-                await call("POST", f"{base}/{n}/autosave/", data={**token, "text": f"my answer {time.time()}"})
-                await think()
-                await call("POST", f"{base}/{n}/", data={**token, "text": "final answer", "go": "next"})
-                n = n % 5 + 1
+                await call("GET", "/quiz/")
+                if attempt:
+                    base = attempt.rsplit("/", 2)[0]
+                    await think()
+                    await call("GET", f"{base}/{n}/")
+                    await think()
+                    await call("POST", f"{base}/{n}/autosave/", {**token, "text": f"my answer {time.time()}"})
+                    await think()
+                    await call("POST", f"{base}/{n}/", {**token, "text": "final answer", "go": "next"})
+                    n = n % 5 + 1
+        finally:
+            await http.aclose()
 
     async def main():
-        # Browsers share connection pools, POOL_LEARNERS to a pool: an httpx client of its own costs
-        # ~20 ms of CPU to make (an SSL context), and one pool for all 200 cost ~8 ms a request (it
-        # scans its connections on every request), CPU taken from the server this measures. A
-        # learner still sends one request at a time.
-        pools = [httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=POOL_LEARNERS))
-                 for _ in range(0, len(learners), POOL_LEARNERS)]
-        try:
-            await asyncio.gather(*(one(who, i >= no_think, pools[i // POOL_LEARNERS]) for i, who in enumerate(learners)))
-        finally:
-            for pool in pools:
-                await pool.aclose()
+        await asyncio.gather(*(one(who, i >= no_think) for i, who in enumerate(learners)))
 
     end = time.monotonic() + seconds
     server_cpu, client_cpu = web_cpu_seconds(stack), time.process_time()
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=_fast_loop()) as runner:
+        runner.run(main())
     server_cpu, client_cpu = web_cpu_seconds(stack) - server_cpu, time.process_time() - client_cpu
     ms = sorted(t * 1000 for t in timings)
     return {"users": len(learners), "no_think": no_think, "seconds": seconds, "requests": len(ms),
@@ -510,6 +503,16 @@ def quiz_traffic(stack: Stack, learners: list[dict], *, seconds: float, think_s:
             # the web processes' (the server's cost) and this bench's own (the simulated browsers').
             "server_cpu_ms_per_request": round(server_cpu * 1000 / max(1, len(ms)), 2),
             "client_cpu_ms_per_request": round(client_cpu * 1000 / max(1, len(ms)), 2)}
+
+
+def _fast_loop():
+    """uvloop's event loop where installed (it comes with uvicorn[standard]): the simulated browsers
+    share the server's 2 cores, and every bit of CPU they spend is taken from what is measured."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def web_cpu_seconds(stack) -> float:

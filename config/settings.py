@@ -119,6 +119,8 @@ TEMPLATES = [
         "DIRS": [BASE_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
+            # Every template's {% url %} reverses each address once per process (ops.reversing).
+            "builtins": ["ops.templatetags.cached_url"],
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
@@ -153,6 +155,10 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
          "transaction_mode": "IMMEDIATE", "timeout": 30}
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Threads per web process serving sync views (config.asgi): each keeps its own database
+# connection, so web processes x this bounds the web side's connections (PostgreSQL allows 100 by
+# default). A page waiting on the LLM judge holds one for the call's length.
+WEB_SYNC_THREADS = env_int("TUNELAB_WEB_THREADS", 4, min_value=1, max_value=256)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -166,7 +172,7 @@ LOGOUT_REDIRECT_URL = "home"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
-USE_I18N = True
+USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"

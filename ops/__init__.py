@@ -6,6 +6,8 @@ Modules:
     limits         counted limits in Redis: rate limits, login throttling, spend reservations
     middleware     two guards in front of every request: body size, JSON errors on the API
     daphne_limits  the body-size limit inside Daphne, while the body is still arriving
+    reversing      reverse() once per process and script prefix, for pages that link many addresses
+    templatetags   cached_url: the {% url %} builtin of every template, through reversing
     errors         API errors (/api/, /v1/): always JSON, in the OpenAI error shape
     text           what learner text and JSON must be to be stored: no NUL or lone surrogate, bounded integers
     health         /healthz: database, Redis, at least one Celery worker

@@ -6,6 +6,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from labs import catalog
+from ops.reversing import cached_reverse
 from quiz.vocab import Difficulty, Kind, Status
 
 # A card counts as mastered once FSRS holds it in the Review state with a stability of at least
@@ -66,7 +67,7 @@ class Question(models.Model):
         return self.title
 
     def get_absolute_url(self):
-        return reverse("quiz:question", args=[self.slug])
+        return cached_reverse("quiz:question", args=[self.slug])  # (the question list links 25 a page)
 
     @property
     def is_choice(self) -> bool:

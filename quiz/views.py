@@ -47,6 +47,7 @@ from quiz.services.progress import progress_over_time
 from quiz.vocab import TOPICS, Difficulty, Kind, topic_label
 
 PAGE_SIZE = 25
+LIST_COLUMNS = ("slug", "title", "kind", "difficulty", "topics", "very_often", "lab")
 FACETS_CACHE_S = 3600  # a version that no page asks for any more simply ages out
 
 
@@ -88,7 +89,9 @@ def question_list(request):
             questions = questions.filter(id__in=cards.due_by(end_of_day()).values("question_id"))
         elif practice == "mastered":
             questions = questions.filter(id__in=cards.mastered().values("question_id"))
-    page = Paginator(questions.order_by("-very_often", "title"), PAGE_SIZE).get_page(request.GET.get("page"))
+    # Only what a row shows: the markdown and JSON columns are most of a question's bytes.
+    rows = questions.order_by("-very_often", "title").only(*LIST_COLUMNS)
+    page = Paginator(rows, PAGE_SIZE).get_page(request.GET.get("page"))
     my_cards = {}
     if request.user.is_authenticated:
         my_cards = {c.question_id: c for c in PracticeCard.objects.filter(

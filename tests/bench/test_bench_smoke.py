@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
 NUMBER = r"[0-9]+(?:\.[0-9]+)?"
-HELPERS = {"smoke.py"}  # not benches: what the smoke modes share
+HELPERS = {"smoke.py", "browser_http.py"}  # not benches: what the benches share
 
 
 def rows_after(output: str, start: str) -> list[str]:

@@ -2,7 +2,8 @@
 attempt, its autosave and its answer) cost a fixed number of queries, whatever the bank, the quiz
 length or the learner's practice cards; the list's filter form is rendered once per web process for
 the same filters and still shows each learner's own; the ASGI handler serves a sync page in one hop
-to the sync thread and keeps an async view on the event loop."""
+on a pool of long-lived threads that keep their database connections, and keeps an async view on
+the event loop; the list's badges, built in Python, are each question's own and escaped."""
 
 import pytest
 from django.db import connection
@@ -88,6 +89,63 @@ def test_the_cached_filter_form_shows_each_visitors_own_filters(client, owner, m
 def test_the_asgi_handler_serves_sync_pages_in_one_hop_and_async_views_on_the_loop():
     from config import asgi
 
-    assert isinstance(asgi.django_asgi_app, asgi.OneHopASGIHandler)
+    assert isinstance(asgi.django_asgi_app, asgi.PooledSyncASGIHandler)
     assert asgi._serves_sync_view("/quiz/") and asgi._serves_sync_view("/no/such/page/")
     assert not asgi._serves_sync_view("/playground/")  # an async view: awaiting a model load holds no thread
+
+
+@pytest.mark.django_db(transaction=True)  # (the pool's threads read the database through their own connections)
+def test_sync_pages_are_served_by_long_lived_threads_that_keep_their_database_connection(make_question, settings):
+    """Django's own handler gives every request a new thread, so a new database connection; the pool's
+    threads open one and keep it (CONN_MAX_AGE), as a WSGI server's threads do."""
+    import asyncio
+    import threading
+
+    import httpx
+    from django.db.backends.signals import connection_created
+
+    from config import asgi
+
+    make_question("single", title="Pooled & kept")
+    # Its own pool, of one thread: which of several threads takes a request is up to the scheduler.
+    settings.WEB_SYNC_THREADS = 1
+    handler = asgi.PooledSyncASGIHandler()
+    opened = []
+
+    def note(sender, connection, **kwargs):
+        opened.append(threading.current_thread().name)
+
+    async def five_pages():
+        transport = httpx.ASGITransport(app=handler)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            return [await client.get("/quiz/") for _ in range(5)]
+
+    connection_created.connect(note)
+    try:
+        pages = asyncio.run(five_pages())
+    finally:
+        connection_created.disconnect(note)
+        handler.shutdown()
+    assert [page.status_code for page in pages] == [200] * 5
+    assert all("Pooled &amp; kept" in page.text for page in pages)
+    assert opened == ["web-sync_0"]  # one connection for the five pages (Django's handler: five)
+
+
+def test_the_badges_are_the_questions_own_escaped_and_link_to_the_filtered_list(client, make_question):
+    make_question("single", title="First", topics=["lora", "rag"], very_often=True, difficulty="advanced")
+    make_question("open", title="Second", topics=["peft"], very_often=False)
+    page = client.get("/quiz/").content.decode()
+    first, second = (page.split(f"<strong>{title}</strong>")[1].split("</li>")[0] for title in ("First", "Second"))
+    assert first.count('class="badge topic"') == 2 and second.count('class="badge topic"') == 1
+    assert ('<a class="badge topic" href="/quiz/?topic=lora">LoRA</a> '
+            '<a class="badge topic" href="/quiz/?topic=rag">RAG</a>') in first
+    assert '<span class="badge">Single choice</span>\n<span class="badge">Advanced</span>' in first
+    assert "asked very often" in first and "asked very often" not in second
+    assert '<a class="badge topic" href="/quiz/?topic=peft">PEFT</a>' in second
+
+    from quiz.models import Question
+    from quiz.templatetags.quiz_tags import question_badges
+
+    hostile = Question(kind="open", difficulty="beginner", topics=['"><script>x</script>'], very_often=False)
+    html = str(question_badges(hostile))
+    assert "<script>" not in html and "&lt;script&gt;" in html
