@@ -32,9 +32,10 @@ class PooledSyncASGIHandler(ASGIHandler):
     process_response, the request_started and request_finished signals. A fresh thread also means
     a fresh database connection every request, whatever CONN_MAX_AGE says, since connections
     belong to threads. A sync view (every page but the playground) is served here in one hop:
-    signal, middleware built for sync and view together, on one of WEB_SYNC_THREADS long-lived
-    threads that each keep their database connection as a WSGI server's threads do. An async view keeps Django's
-    async chain, so what it awaits (the playground's model load) never holds a pool thread."""
+    request_started, the middleware built for sync, the view and closing the response, on one of
+    settings.WEB_SYNC_THREADS (TUNELAB_WEB_THREADS) long-lived threads, each keeping its database
+    connection as a WSGI server's threads do. An async view keeps Django's async chain, so what it
+    awaits (the playground's model load) never holds a pool thread."""
 
     def __init__(self):
         super().__init__()
