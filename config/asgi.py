@@ -45,14 +45,18 @@ class PooledSyncASGIHandler(ASGIHandler):
         self._executor = ThreadPoolExecutor(max_workers=settings.WEB_SYNC_THREADS, thread_name_prefix="web-sync")
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not _serves_sync_view(_path_info(scope)):
+        if scope["type"] != "http":
+            return await super().__call__(scope, receive, send)
+        script_name = get_script_prefix(scope)
+        # The request's path_info, as ASGIRequest derives it.
+        if not _serves_sync_view(scope["path"].removeprefix(script_name) if script_name else scope["path"]):
             return await super().__call__(scope, receive, send)
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
             return
         try:
-            set_script_prefix(get_script_prefix(scope))
+            set_script_prefix(script_name)
             response = await self._in_pool(self._respond_sync, scope, body_file)
             response._handler_class = self.__class__
             try:
@@ -85,12 +89,6 @@ class PooledSyncASGIHandler(ASGIHandler):
             # old database connections) saves a second trip to the pool after sending.
             response.close()
         return response
-
-
-def _path_info(scope) -> str:
-    root = scope.get("root_path", "")
-    path = scope.get("path", "")
-    return path[len(root):] if root and path.startswith(root) else path
 
 
 @lru_cache(maxsize=4096)  # (a page's path is resolved again by Django: this one decides the route)
