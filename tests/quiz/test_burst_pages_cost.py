@@ -149,3 +149,22 @@ def test_the_badges_are_the_questions_own_escaped_and_link_to_the_filtered_list(
     hostile = Question(kind="open", difficulty="beginner", topics=['"><script>x</script>'], very_often=False)
     html = str(question_badges(hostile))
     assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_the_empty_build_form_is_rendered_once_per_process_and_one_sent_back_shows_what_was_sent(
+        owner_client, make_question, monkeypatch):
+    from django.forms import CheckboxSelectMultiple
+
+    from quiz.forms import BuildQuizForm
+
+    make_question("single", topics=["lora"])
+    assert str(BuildQuizForm()["topics"]) in owner_client.get("/quiz/quizzes/").content.decode()
+    renders = []
+    render = CheckboxSelectMultiple.render
+    monkeypatch.setattr(CheckboxSelectMultiple, "render", lambda *a, **k: renders.append(1) or render(*a, **k))
+    page = owner_client.get("/quiz/quizzes/").content.decode()
+    assert renders == [] and str(BuildQuizForm()["topics"]) in page  # from the cache, the same markup
+    sent = {"length": 5, "topics": ["behavioral"]}  # nothing published matches: the form comes back (400)
+    response = owner_client.post("/quiz/quizzes/build/", sent)
+    assert response.status_code == 400 and renders
+    assert str(BuildQuizForm(sent)["topics"]) in response.content.decode()
