@@ -90,13 +90,18 @@ test: browser $(VENV)/.dev-deps lint
 test-fast: $(VENV)/.dev-deps
 	$(PYTEST) -m "not browser and not slow and not live"
 
-# The same suite against a real PostgreSQL server: a throwaway cluster under var/ on a free
-# loopback port (scripts/pg_test.sh), from Debian's postgresql package (installed as root when missing).
+# The suite's database-dependent part against a real PostgreSQL server: a throwaway cluster on a
+# free loopback port (scripts/pg_test.sh), from Debian's postgresql package (installed as root when
+# missing). `-m database` (tests/conftest.py): the tests that use the test database or start
+# processes that read DATABASE_URL; the others cannot see the backend and ran in `make test`.
+# `make test-postgres PG_TESTS=` runs every test there.
+PG_TESTS ?= -m database
+
 postgres:
 	$(call need_debian,ls /usr/lib/postgresql/*/bin/initdb,postgresql)
 
 test-postgres: browser postgres $(VENV)/.dev-deps
-	scripts/pg_test.sh $(PYTEST)
+	scripts/pg_test.sh $(PYTEST) $(PG_TESTS)
 
 bench: bench-train bench-infer
 

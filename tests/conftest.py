@@ -51,6 +51,22 @@ def _reaches(code, names: set[str], namespace: dict, seen: set) -> bool:
     return False
 
 
+# pytest-django's fixtures through which a test reaches the test database (db, transactional_db,
+# live_server and every fixture built on them request the first).
+DATABASE_FIXTURES = {"_django_db_helper", "django_db_setup"}
+
+
+def _database_dependent(item) -> bool:
+    """Whether the database backend can change the test's outcome: it uses the test database, or it
+    starts processes, which read DATABASE_URL, unless marked `own_database` (a bench's smoke run
+    builds its own SQLite stack whatever the suite runs on). pytest-django refuses the database to
+    any other test, so nothing else can depend on it."""
+    if item.get_closest_marker("own_database"):
+        return False
+    return bool(item.get_closest_marker("django_db") or DATABASE_FIXTURES & set(getattr(item, "fixturenames", ()))
+                or item.get_closest_marker("live"))
+
+
 def _starts_servers(item) -> bool:
     functions = [getattr(item, "function", None)]
     for defs in getattr(item, "_fixtureinfo", None) and item._fixtureinfo.name2fixturedefs.values() or ():
@@ -63,7 +79,8 @@ def _starts_servers(item) -> bool:
 def pytest_collection_modifyitems(config, items):
     """Mark what each test costs, so `-m` can leave it out (README, "Tests"): `browser` for a
     test that drives chromium, `slow` for one that loads the real default model, `live` for one
-    that starts other processes (Daphne, Celery workers, Redis, manage.py, a bench). Then run browser tests last:
+    that starts other processes (Daphne, Celery workers, Redis, manage.py, a bench), `database` for one
+    whose outcome the database backend can change (`make test-postgres` runs those). Then run browser tests last:
     Playwright's sync API leaves an event loop running in the main thread for the rest of the
     session, and asyncio.run() in later websocket tests would refuse. (Under pytest-xdist each
     worker runs its share in this order: the default `load` scheduling keeps it; `loadgroup`
@@ -76,6 +93,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
         if _starts_servers(item):
             item.add_marker(pytest.mark.live)
+        if _database_dependent(item):
+            item.add_marker(pytest.mark.database)
     items.sort(key=lambda item: "browser" in getattr(item, "fixturenames", ()))
 
 

@@ -118,6 +118,8 @@ def test_every_bench_has_a_smoke_check():
     assert not missing, f"add a --smoke mode and a check in {__file__} for: {', '.join(missing)}"
 
 
+# Its own database: the PostgreSQL pass (`make test-postgres`, -m database) would run the same SQLite stacks again.
+@pytest.mark.own_database
 @pytest.mark.parametrize("name", [name for name in BENCHES if name in CHECKS])
 def test_the_bench_runs_in_its_smoke_mode(name):
     # The bench makes its own world (database, Redis, var dirs): nothing of the test session's leaks in.
