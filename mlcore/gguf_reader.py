@@ -12,10 +12,17 @@ a plain ndarray view of the same mapping: the same bytes, no copy, 0.5 s an open
 applied once, to the class, so transformers' loader gets it too; only to the `_get` it was
 written against (another gguf version keeps its own). tests/mlcore/test_gguf_reader.py compares
 every field and tensor with the library's reader.
+
+transformers' loader also asks gguf for its tensor-name map (`get_tensor_name_map`) once per
+submodule of the model it fills, and gguf builds a new map each time: 397 maps, each a few
+thousand formatted names, for SmolLM2's 30 blocks (~4 s of a 11 s load). A map is only read once
+built, so the package's function is replaced by one that keeps the last few maps, again only when
+it is the function this was written against.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import gguf
@@ -44,3 +51,14 @@ def patched() -> bool:
 
 if not patched() and list(inspect.signature(ORIGINAL_GET).parameters) == EXPECTED_PARAMETERS:
     GGUFReader._get = _get
+
+
+def _builds_a_new_map(function) -> bool:
+    """The library's own get_tensor_name_map: `return TensorNameMap(arch, n_blocks)`, nothing kept."""
+    return (getattr(function, "__module__", "") == "gguf.tensor_mapping" and not hasattr(function, "cache_info")
+            and list(inspect.signature(function).parameters) == ["arch", "n_blocks"]
+            and "TensorNameMap" in function.__code__.co_names)
+
+
+if _builds_a_new_map(gguf.get_tensor_name_map):
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=8)(gguf.get_tensor_name_map)

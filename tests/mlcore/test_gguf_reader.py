@@ -36,3 +36,22 @@ def test_every_field_and_tensor_equals_what_the_librarys_reader_reads():
     for a, b in zip(ours.tensors, theirs.tensors, strict=True):
         assert (a.tensor_type, a.data_offset, list(a.shape)) == (b.tensor_type, b.data_offset, list(b.shape)), a.name
         assert np.array_equal(a.data, b.data), a.name
+
+
+def test_transformers_loader_builds_the_tensor_name_map_once_and_gets_the_librarys_map(monkeypatch):
+    import gguf.tensor_mapping as mapping
+    from transformers.modeling_gguf_pytorch_utils import TensorProcessor, get_gguf_hf_weights_map
+
+    from mlcore.registry import load_base
+
+    assert gguf_reader.gguf.get_tensor_name_map.cache_info  # replaced, once, by a cached one
+    built = []
+    init = mapping.TensorNameMap.__init__
+    monkeypatch.setattr(mapping.TensorNameMap, "__init__", lambda self, *a: built.append(a) or init(self, *a))
+    gguf_reader.gguf.get_tensor_name_map.cache_clear()
+    model = load_base("tiny-test", device="cpu")[0]
+    names = get_gguf_hf_weights_map(model, TensorProcessor())  # the loader's walk: one call per submodule
+    assert len(built) == 1 and len(names) > 10
+    arch = built[0][0]
+    assert gguf_reader.gguf.get_tensor_name_map(arch, 2).mapping == mapping.TensorNameMap(arch, 2).mapping
+
