@@ -15,7 +15,7 @@ every field and tensor with the library's reader.
 
 transformers' loader also asks gguf for its tensor-name map (`get_tensor_name_map`) once per
 submodule of the model it fills, and gguf builds a new map each time: 397 maps, each a few
-thousand formatted names, for SmolLM2's 30 blocks (~4 s of a 11 s load). A map is only read once
+thousand formatted names, for SmolLM2's 30 blocks (~6 of the 11 CPU-s of a load). A map is only read once
 built, so the package's function is replaced by one that keeps the last few maps, again only when
 it is the function this was written against.
 """
