@@ -31,6 +31,4 @@ def test_the_collected_tests_carry_the_marker(request):
     items = request.session.items
     assert items
     for item in items:
-        expected = (item.get_closest_marker("django_db") or "_django_db_helper" in item.fixturenames
-                    or item.get_closest_marker("live")) and not item.get_closest_marker("own_database")
-        assert bool(item.get_closest_marker("database")) == bool(expected), item.nodeid
+        assert bool(item.get_closest_marker("database")) == _database_dependent(item), item.nodeid

@@ -54,4 +54,3 @@ def test_transformers_loader_builds_the_tensor_name_map_once_and_gets_the_librar
     assert len(built) == 1 and len(names) > 10
     arch = built[0][0]
     assert gguf_reader.gguf.get_tensor_name_map(arch, 2).mapping == mapping.TensorNameMap(arch, 2).mapping
-
