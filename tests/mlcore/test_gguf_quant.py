@@ -115,3 +115,19 @@ def test_the_exporter_calibrates_exactly_the_kinds_gptq_can_round():
     from mlcore.gguf_export import CALIBRATED_KINDS
 
     assert set(CALIBRATED_KINDS) == set(gguf_quant.GRIDS)
+
+
+def test_the_inverse_hessian_factor_is_the_upper_cholesky_factor_of_the_dampened_inverse():
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(200, 48, generator=generator, dtype=torch.float64) * torch.rand(48, generator=generator, dtype=torch.float64)
+    x[:, 5] = 0  # an input no calibration prompt touched
+    hessian = torch.stack([x.T @ x / 200, 2 * x.T @ x / 200])
+    weights = torch.ones(2, 4, 48, dtype=torch.float64)
+    u = gguf_quant.inverse_hessian_factor(hessian, weights)
+    dampened = hessian.clone()
+    dampened[:, 5, 5] = 1.0
+    diagonal = dampened.diagonal(dim1=-2, dim2=-1)
+    diagonal.add_(gguf_quant.DAMPING * diagonal.mean(dim=-1, keepdim=True))
+    assert torch.equal(u, u.triu()) and bool((u.diagonal(dim1=-2, dim2=-1) > 0).all())
+    torch.testing.assert_close(u.transpose(-1, -2) @ u, torch.linalg.inv(dampened), rtol=1e-9, atol=1e-12)
+    assert not weights[..., 5].any() and weights[..., 4].all()  # the dead column's weights are zeroed
