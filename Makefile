@@ -78,9 +78,10 @@ browser:
 	$(call need_debian,test -x $(CHROMIUM),chromium)
 
 # The suite runs on TEST_WORKERS pytest-xdist workers, each with its own Redis, test database and
-# ports; more workers than cores pays because most of the suite waits on servers and workers it
-# starts. `make test TEST_WORKERS=0` runs it in one process.
-TEST_WORKERS ?= 4
+# ports. One more worker than cores fills the time tests wait on the servers and workers they start;
+# each worker also pays its own imports and session fixtures (~70 CPU-s), so on 2 cores 3 beat 2
+# and 4 (4 December: 9 min 35 s, 11 min 14 s, 10 min 0 s-11 min 3 s). `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= 3
 PYTEST := $(PY) -m pytest -n $(TEST_WORKERS)
 
 test: browser $(VENV)/.dev-deps lint

@@ -1,7 +1,6 @@
 """/healthz: public status only, details for staff, answered from a result a few seconds old."""
 
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -56,9 +55,7 @@ def test_the_result_is_cached_for_a_few_seconds(client, settings, staff_user):
     settings.HEALTHZ_CACHE_S = 30
     assert client.get("/healthz").json()["checks"]["redis"]["ok"] is True
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # Redis "goes away"
-    tick = time.monotonic()
     cached = client.get("/healthz").json()
-    assert time.monotonic() - tick < 0.5  # no second ~1 s wait on the workers
-    assert cached["checks"]["redis"]["ok"] is True  # the answer of the first request
+    assert cached["checks"]["redis"]["ok"] is True  # the first request's answer: nothing was asked again
     settings.HEALTHZ_CACHE_S = 0  # once the result is old, the next request sees the change
     assert client.get("/healthz").json()["checks"]["redis"]["ok"] is False
