@@ -80,7 +80,8 @@ browser:
 # The suite runs on TEST_WORKERS pytest-xdist workers, each with its own Redis, test database and
 # ports. One more worker than cores fills the time tests wait on the servers and workers they start;
 # each worker also pays its own imports and session fixtures (~70 CPU-s), so on 2 cores 3 beat 2
-# and 4 (4 December: 9 min 35 s, 11 min 14 s, 10 min 0 s-11 min 3 s). `make test TEST_WORKERS=0` runs it in one process.
+# and 4 (4 December: 9 min 35 s, 11 min 14 s, 10 min 0 s-11 min 3 s).
+# `make test TEST_WORKERS=0` runs it in one process.
 TEST_WORKERS ?= 3
 PYTEST := $(PY) -m pytest -n $(TEST_WORKERS)
 
