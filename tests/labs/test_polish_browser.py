@@ -70,7 +70,8 @@ def test_the_live_page_streams_scoring_and_drops_the_eta_when_the_run_ends(tmp_p
         log_in_browser(page, client, owner, base)
         page.goto(f"{base}/labs/runs/{run.pk}/")
         page.locator("#run-connection").get_by_text("live").wait_for()
-        assert "ETA 2:27–8:43" in page.locator("#run-progress-text").inner_text()  # a range while it is a guess
+        # A range while it is a guess; waited for: "live" shows when the socket opens, before the replay is drawn.
+        page.locator("#run-progress-text").get_by_text("ETA 2:27–8:43").wait_for()
 
         def worker(events):  # in a thread: Playwright's event loop owns this one
             for kind, payload in events:
